@@ -1,0 +1,279 @@
+#include "checkpoint.h"
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define HEADER_BYTES 1024
+#define FNV_OFFSET 0xcbf29ce484222325ull
+#define FNV_PRIME 0x100000001b3ull
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * FNV_PRIME;
+    return h;
+}
+
+static void put32(unsigned char *h, int i, uint32_t v) {
+    for (int b = 0; b < 4; b++) h[4 * i + b] = (unsigned char)(v >> (8 * b));
+}
+static uint32_t get32(const unsigned char *h, int i) {
+    uint32_t v = 0;
+    for (int b = 0; b < 4; b++) v |= (uint32_t)h[4 * i + b] << (8 * b);
+    return v;
+}
+
+static char *metadata_json(const Config *cfg, const GPT *m, const AdamW *opt, const RunState *st) {
+    cJSON *root = cJSON_CreateObject();
+    char *config_text = config_to_json(cfg);
+    cJSON_AddItemToObject(root, "config", cJSON_Parse(config_text));
+    free(config_text);
+    char rng[32];
+    snprintf(rng, sizeof rng, "%016" PRIx64, st->sample_rng);
+    cJSON_AddNumberToObject(root, "step", (double)st->step);
+    cJSON_AddNumberToObject(root, "adam_t", (double)opt->t);
+    cJSON_AddNumberToObject(root, "data_position", (double)st->data_position);
+    cJSON_AddStringToObject(root, "sample_rng", rng);
+    cJSON_AddStringToObject(root, "dtype", REAL_NAME);
+    cJSON_AddNumberToObject(root, "n_params", (double)m->n_params);
+    cJSON *sections = cJSON_AddArrayToObject(root, "sections");
+    const char *names[] = {"params", "adam_m", "adam_v"};
+    for (int i = 0; i < 3; i++) cJSON_AddItemToArray(sections, cJSON_CreateString(names[i]));
+    cJSON *tensors = cJSON_AddArrayToObject(root, "tensors");
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ParamTensor *t = &m->tensors[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", t->name);
+        int dims[2] = {t->rows, t->cols};
+        cJSON_AddItemToObject(o, "shape", cJSON_CreateIntArray(dims, t->cols > 1 ? 2 : 1));
+        cJSON_AddNumberToObject(o, "offset", (double)t->offset);
+        cJSON_AddItemToArray(tensors, o);
+    }
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return text;
+}
+
+typedef struct { FILE *f; const char *path; uint64_t hash; } HashedWriter;
+
+static void write_hashed(HashedWriter *w, const void *data, size_t n) {
+    if (fwrite(data, 1, n, w->f) != n) {
+        int err = errno;
+        fclose(w->f);
+        unlink(w->path);
+        die(1, "%s: write failed: %s", w->path, strerror(err));
+    }
+    w->hash = fnv1a(w->hash, data, n);
+}
+
+static int ckpt_step(const char *name, long *step) {
+    char tail;
+    return sscanf(name, "ckpt_%ld.bi%c", step, &tail) == 2 && tail == 'n' && strlen(name) == 17;
+}
+
+static int compare_longs(const void *a, const void *b) {
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x > y) - (x < y);
+}
+
+// Steps of every ckpt_*.bin in run_dir, ascending. Caller frees.
+static long *list_checkpoints(const char *run_dir, int *count) {
+    *count = 0;
+    DIR *dir = opendir(run_dir);
+    if (!dir) die(1, "%s: cannot open run directory: %s", run_dir, strerror(errno));
+    long *steps = NULL;
+    int cap = 0;
+    for (struct dirent *e; (e = readdir(dir));) {
+        long s;
+        if (!ckpt_step(e->d_name, &s)) continue;
+        if (*count == cap) {
+            cap = cap ? 2 * cap : 16;
+            steps = realloc(steps, cap * sizeof(long));
+            if (!steps) die(1, "out of memory");
+        }
+        steps[(*count)++] = s;
+    }
+    closedir(dir);
+    if (*count) qsort(steps, *count, sizeof(long), compare_longs);
+    return steps;
+}
+
+static void ckpt_path(char *out, size_t size, const char *run_dir, long step) {
+    snprintf(out, size, "%s/ckpt_%08ld.bin", run_dir, step);
+}
+
+void checkpoint_save(const char *run_dir, const Config *cfg, const GPT *m, const AdamW *opt,
+                     const RunState *st, long keep) {
+    char path[4096], tmp[4200];
+    ckpt_path(path, sizeof path, run_dir, st->step);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    char *meta = metadata_json(cfg, m, opt, st);
+    size_t meta_len = strlen(meta);
+    size_t data_offset = (HEADER_BYTES + meta_len + 63) / 64 * 64;
+    HashedWriter w = {fopen(tmp, "wb"), tmp, FNV_OFFSET};
+    if (!w.f) die(1, "%s: cannot create checkpoint: %s", tmp, strerror(errno));
+    unsigned char header[HEADER_BYTES] = {0};
+    if (fwrite(header, 1, HEADER_BYTES, w.f) != HEADER_BYTES) die(1, "%s: write failed", tmp);
+    write_hashed(&w, meta, meta_len);
+    static const unsigned char zeros[64];
+    write_hashed(&w, zeros, data_offset - HEADER_BYTES - meta_len);
+    write_hashed(&w, m->params, m->n_params * sizeof(real));
+    write_hashed(&w, opt->m, m->n_params * sizeof(real));
+    write_hashed(&w, opt->v, m->n_params * sizeof(real));
+    put32(header, 0, CKPT_MAGIC);
+    put32(header, 1, CKPT_VERSION);
+    put32(header, 2, (uint32_t)meta_len);
+    put32(header, 3, sizeof(real));
+    put32(header, 4, (uint32_t)data_offset);
+    put32(header, 5, (uint32_t)m->n_params);
+    put32(header, 6, (uint32_t)((uint64_t)m->n_params >> 32));
+    put32(header, 7, (uint32_t)w.hash);
+    put32(header, 8, (uint32_t)(w.hash >> 32));
+    if (fseek(w.f, 0, SEEK_SET) != 0 || fwrite(header, 1, HEADER_BYTES, w.f) != HEADER_BYTES ||
+        fflush(w.f) != 0 || fsync(fileno(w.f)) != 0) {
+        int err = errno;
+        fclose(w.f);
+        unlink(tmp);
+        die(1, "%s: write failed: %s", tmp, strerror(err));
+    }
+    fclose(w.f);
+    free(meta);
+    if (rename(tmp, path) != 0) die(1, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
+    int dfd = open(run_dir, O_RDONLY);
+    if (dfd >= 0) { fsync(dfd); close(dfd); }
+
+    int count;
+    long *steps = list_checkpoints(run_dir, &count);
+    for (int i = 0; i + keep < count; i++) {
+        char old[4096];
+        ckpt_path(old, sizeof old, run_dir, steps[i]);
+        unlink(old);
+    }
+    free(steps);
+}
+
+typedef struct {
+    unsigned char header[HEADER_BYTES];
+    char *meta;            // NUL-terminated JSON
+    size_t data_offset, n_params, value_bytes;
+} CkptInfo;
+
+// Read and check a checkpoint's header, metadata and checksum. Returns an error message or NULL.
+static const char *ckpt_open(const char *path, CkptInfo *info, FILE **out) {
+    memset(info, 0, sizeof *info);
+    FILE *f = fopen(path, "rb");
+    if (!f) return "cannot open";
+    if (fread(info->header, 1, HEADER_BYTES, f) != HEADER_BYTES) { fclose(f); return "shorter than its header"; }
+    const unsigned char *h = info->header;
+    if (get32(h, 0) != CKPT_MAGIC) { fclose(f); return "not a normgpt checkpoint (bad magic)"; }
+    if (get32(h, 1) != CKPT_VERSION) { fclose(f); return "unsupported checkpoint version"; }
+    size_t meta_len = get32(h, 2);
+    info->value_bytes = get32(h, 3);
+    info->data_offset = get32(h, 4);
+    info->n_params = (size_t)get32(h, 5) | (size_t)get32(h, 6) << 32;
+    uint64_t want = (uint64_t)get32(h, 7) | (uint64_t)get32(h, 8) << 32;
+    struct stat st;
+    fstat(fileno(f), &st);
+    if (info->data_offset < HEADER_BYTES + meta_len ||
+        (size_t)st.st_size != info->data_offset + 3 * info->n_params * info->value_bytes) {
+        fclose(f);
+        return "truncated or inconsistent sizes";
+    }
+    uint64_t hash = FNV_OFFSET;
+    static unsigned char buf[1 << 20];
+    for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;) hash = fnv1a(hash, buf, n);
+    if (hash != want) { fclose(f); return "checksum mismatch (corrupt file)"; }
+    info->meta = xcalloc(meta_len + 1, 1);
+    if (fseek(f, HEADER_BYTES, SEEK_SET) != 0 || fread(info->meta, 1, meta_len, f) != meta_len) {
+        fclose(f);
+        free(info->meta);
+        return "unreadable metadata";
+    }
+    *out = f;
+    return NULL;
+}
+
+char *checkpoint_find_latest(const char *run_dir) {
+    int count;
+    long *steps = list_checkpoints(run_dir, &count);
+    for (int i = count - 1; i >= 0; i--) {
+        char path[4096];
+        ckpt_path(path, sizeof path, run_dir, steps[i]);
+        CkptInfo info;
+        FILE *f;
+        const char *err = ckpt_open(path, &info, &f);
+        if (!err) {
+            fclose(f);
+            free(info.meta);
+            free(steps);
+            return strdup(path);
+        }
+        warn("%s: %s; trying an older checkpoint", path, err);
+    }
+    free(steps);
+    die(1, "%s: no valid checkpoint to resume from", run_dir);
+}
+
+static cJSON *open_meta(const char *path, CkptInfo *info, FILE **f) {
+    const char *err = ckpt_open(path, info, f);
+    if (err) die(1, "%s: %s", path, err);
+    cJSON *meta = cJSON_Parse(info->meta);
+    if (!meta) die(1, "%s: metadata is not valid JSON", path);
+    return meta;
+}
+
+void checkpoint_read_config(const char *path, Config *cfg) {
+    CkptInfo info;
+    FILE *f;
+    cJSON *meta = open_meta(path, &info, &f);
+    fclose(f);
+    cJSON *config = cJSON_GetObjectItemCaseSensitive(meta, "config");
+    if (!cJSON_IsObject(config)) die(1, "%s: metadata has no config", path);
+    char *text = cJSON_PrintUnformatted(config);
+    config_defaults(cfg);
+    config_apply_json(cfg, text, path);
+    free(text);
+    cJSON_Delete(meta);
+    free(info.meta);
+}
+
+static double meta_number(const cJSON *meta, const char *key, const char *path) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(meta, key);
+    if (!cJSON_IsNumber(item)) die(1, "%s: metadata lacks the number '%s'", path, key);
+    return item->valuedouble;
+}
+
+void checkpoint_load(const char *path, GPT *m, AdamW *opt, RunState *st) {
+    CkptInfo info;
+    FILE *f;
+    cJSON *meta = open_meta(path, &info, &f);
+    if (info.value_bytes != sizeof(real))
+        die(1, "%s: holds %zu-byte values, this build uses %zu-byte values", path, info.value_bytes, sizeof(real));
+    if (info.n_params != m->n_params)
+        die(1, "%s: holds %zu parameters, the model has %zu", path, info.n_params, m->n_params);
+    const cJSON *tensors = cJSON_GetObjectItemCaseSensitive(meta, "tensors");
+    if (cJSON_GetArraySize(tensors) != m->n_tensors) die(1, "%s: tensor table does not match the model", path);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tensors, i), "name");
+        if (!cJSON_IsString(name) || strcmp(name->valuestring, m->tensors[i].name) != 0)
+            die(1, "%s: tensor %d is not %s", path, i, m->tensors[i].name);
+    }
+    st->step = (long)meta_number(meta, "step", path);
+    st->data_position = (uint64_t)meta_number(meta, "data_position", path);
+    opt->t = (long)meta_number(meta, "adam_t", path);
+    const cJSON *rng = cJSON_GetObjectItemCaseSensitive(meta, "sample_rng");
+    if (!cJSON_IsString(rng) || sscanf(rng->valuestring, "%" SCNx64, &st->sample_rng) != 1)
+        die(1, "%s: metadata lacks 'sample_rng'", path);
+    size_t n = m->n_params;
+    real *dest[3] = {m->params, opt->m, opt->v};
+    if (fseek(f, (long)info.data_offset, SEEK_SET) != 0) die(1, "%s: seek failed", path);
+    for (int i = 0; i < 3; i++)
+        if (fread(dest[i], sizeof(real), n, f) != n) die(1, "%s: truncated tensor data", path);
+    fclose(f);
+    cJSON_Delete(meta);
+    free(info.meta);
+}

@@ -1,0 +1,37 @@
+// Checkpoints: everything a run needs to continue exactly where it stopped.
+//
+// File RUN_DIR/ckpt_SSSSSSSS.bin (S = optimizer steps taken), little-endian:
+//   bytes 0..1023  header, 256 int32: [0] magic 20261122, [1] version 1, [2] metadata length L,
+//                  [3] bytes per value (4 = float32), [4] data offset D (multiple of 64),
+//                  [5..6] number of parameters P (int64), [7..8] FNV-1a 64 checksum of bytes 1024..end
+//   1024 ..        metadata: L bytes of JSON — the resolved config, the run state (step, data position,
+//                  sample RNG) and the tensor table (name, shape, offset in values)
+//   D ..           P parameters, then P AdamW first moments, then P AdamW second moments
+// Files are written to a temporary name, fsync'ed and renamed, so a crash never leaves a partial one.
+#ifndef NORMGPT_CHECKPOINT_H
+#define NORMGPT_CHECKPOINT_H
+#include "config.h"
+#include "model.h"
+#include "optim.h"
+
+#define CKPT_MAGIC 20261122
+#define CKPT_VERSION 1
+
+typedef struct {
+    long step;               // optimizer steps completed
+    uint64_t data_position;  // training windows consumed
+    uint64_t sample_rng;     // state of the sampling RNG
+} RunState;
+
+// Write RUN_DIR/ckpt_<step>.bin atomically, then delete all but the newest `keep`.
+void checkpoint_save(const char *run_dir, const Config *cfg, const GPT *m, const AdamW *opt,
+                     const RunState *st, long keep);
+// Path of the newest checkpoint in run_dir that passes its checksum (older ones are tried in
+// turn, with a warning naming each bad file). Exits if there is none. Caller frees.
+char *checkpoint_find_latest(const char *run_dir);
+// Read only the config embedded in a checkpoint.
+void checkpoint_read_config(const char *path, Config *cfg);
+// Load parameters, optimizer state and run state into a model built from the same config.
+void checkpoint_load(const char *path, GPT *m, AdamW *opt, RunState *st);
+
+#endif

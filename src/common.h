@@ -1,0 +1,47 @@
+// Shared types and helpers for every normgpt source file.
+#ifndef NORMGPT_COMMON_H
+#define NORMGPT_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <cblas.h>
+
+// `real` is the element type of parameters, activations and gradients. The trainer is built with
+// float (fp32, sgemm); the test binary is built with -DNORMGPT_DOUBLE so that the very same kernels
+// can be checked against central finite differences in double precision.
+#ifdef NORMGPT_DOUBLE
+typedef double real;
+#define cblas_gemm cblas_dgemm
+#define cblas_gemv cblas_dgemv
+#define REAL_NAME "float64"
+#define real_exp exp
+#define real_log log
+#define real_tanh tanh
+#define real_sqrt sqrt
+#else
+typedef float real;
+#define cblas_gemm cblas_sgemm
+#define cblas_gemv cblas_sgemv
+#define REAL_NAME "float32"
+#define real_exp expf
+#define real_log logf
+#define real_tanh tanhf
+#define real_sqrt sqrtf
+#endif
+
+// Print one line to stderr and exit with `code` (2 for bad configuration/usage, 1 otherwise).
+void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void *xcalloc(size_t n, size_t size);
+double now_seconds(void);
+// Write `size` bytes to path via a temporary file, fsync and rename: readers never see a partial
+// file. Returns 0, or -1 with errno set (nothing left behind).
+int write_file_atomic(const char *path, const void *data, size_t size);
+// mkdir -p. Returns 0 or -1 with errno set.
+int make_dirs(const char *path);
+
+#define EXIT_CONFIG 2
+
+#endif

@@ -1,0 +1,240 @@
+#include "config.h"
+#include "common.h"
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+typedef enum { KEY_INT, KEY_FLOAT, KEY_BOOL, KEY_STRING } KeyType;
+
+typedef struct {
+    const char *name;     // "section.key", as written in JSON and on the command line
+    KeyType type;
+    size_t offset;        // into Config
+    const char *deflt;    // default, parsed by the same code as a command-line value
+    double min, max;      // inclusive range for numbers
+    const char *choices;  // "a|b|c" for strings with a fixed set of values, else NULL
+} ConfigKey;
+
+#define F(field) offsetof(Config, field)
+#define BIG 1e18
+static const ConfigKey KEYS[] = {
+    {"model.vocab_size",         KEY_INT,    F(vocab_size),         "8192",  2, 1 << 30, NULL},
+    {"model.block_size",         KEY_INT,    F(block_size),         "256",   1, 1 << 20, NULL},
+    {"model.n_layer",            KEY_INT,    F(n_layer),            "4",     1, 1024, NULL},
+    {"model.n_head",             KEY_INT,    F(n_head),             "4",     1, 1024, NULL},
+    {"model.n_embd",             KEY_INT,    F(n_embd),             "256",   1, 1 << 16, NULL},
+    {"model.bias",               KEY_BOOL,   F(bias),               "true",  0, 1, NULL},
+    {"model.tie_embeddings",     KEY_BOOL,   F(tie_embeddings),     "true",  0, 1, NULL},
+    {"train.batch_size",         KEY_INT,    F(batch_size),         "16",    1, 1 << 20, NULL},
+    {"train.seq_len",            KEY_INT,    F(seq_len),            "256",   1, 1 << 20, NULL},
+    {"train.total_batch_tokens", KEY_INT,    F(total_batch_tokens), "8192",  1, BIG, NULL},
+    {"train.steps",              KEY_INT,    F(steps),              "1000",  1, BIG, NULL},
+    {"train.lr",                 KEY_FLOAT,  F(lr),                 "1e-3",  0, 10, NULL},
+    {"train.min_lr",             KEY_FLOAT,  F(min_lr),             "1e-4",  0, 10, NULL},
+    {"train.warmup_steps",       KEY_INT,    F(warmup_steps),       "100",   0, BIG, NULL},
+    {"train.schedule",           KEY_STRING, F(schedule),           "cosine", 0, 0, "cosine|linear|constant|wsd"},
+    {"train.decay_frac",         KEY_FLOAT,  F(decay_frac),         "0.2",   0, 1, NULL},
+    {"train.weight_decay",       KEY_FLOAT,  F(weight_decay),       "0.1",   0, 10, NULL},
+    {"train.beta1",              KEY_FLOAT,  F(beta1),              "0.9",   0, 0.999999, NULL},
+    {"train.beta2",              KEY_FLOAT,  F(beta2),              "0.95",  0, 0.999999999, NULL},
+    {"train.eps",                KEY_FLOAT,  F(eps),                "1e-8",  1e-30, 1, NULL},
+    {"train.grad_clip",          KEY_FLOAT,  F(grad_clip),          "1.0",   0, BIG, NULL},
+    {"train.seed",               KEY_INT,    F(seed),               "1337",  0, BIG, NULL},
+    {"train.threads",            KEY_INT,    F(threads),            "0",     0, 4096, NULL},
+    {"data.train",               KEY_STRING, F(train_data),         "data/brown/brown_train_*.bin", 0, 0, NULL},
+    {"data.val",                 KEY_STRING, F(val_data),           "data/brown/brown_val_*.bin", 0, 0, NULL},
+    {"data.tokenizer",           KEY_STRING, F(tokenizer),          "data/brown/tokenizer.bin", 0, 0, NULL},
+    {"eval.every",               KEY_INT,    F(eval_every),         "100",   0, BIG, NULL},
+    {"eval.batches",             KEY_INT,    F(eval_batches),       "8",     1, BIG, NULL},
+    {"sample.every",             KEY_INT,    F(sample_every),       "500",   0, BIG, NULL},
+    {"sample.tokens",            KEY_INT,    F(sample_tokens),      "128",   0, 1 << 20, NULL},
+    {"sample.temperature",       KEY_FLOAT,  F(temperature),        "0.8",   0, 100, NULL},
+    {"sample.top_k",             KEY_INT,    F(top_k),              "40",    0, 1 << 30, NULL},
+    {"out.dir",                  KEY_STRING, F(out_dir),            "runs/default", 0, 0, NULL},
+    {"out.checkpoint_every",     KEY_INT,    F(checkpoint_every),   "500",   0, BIG, NULL},
+    {"out.keep",                 KEY_INT,    F(keep),               "2",     1, 1000000, NULL},
+};
+#undef F
+#define N_KEYS (sizeof(KEYS) / sizeof(KEYS[0]))
+
+static const ConfigKey *find_key(const char *name) {
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (strcmp(KEYS[i].name, name) == 0) return &KEYS[i];
+    return NULL;
+}
+
+static void *field(Config *c, const ConfigKey *k) { return (char *)c + k->offset; }
+static const void *cfield(const Config *c, const ConfigKey *k) { return (const char *)c + k->offset; }
+
+static int in_choices(const char *choices, const char *value) {
+    size_t n = strlen(value);
+    for (const char *p = choices; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, value, n) == 0) return 1;
+        p += len + (bar != NULL);
+    }
+    return 0;
+}
+
+static void set_string(Config *c, const ConfigKey *k, const char *value, const char *source) {
+    if (strlen(value) >= CONFIG_STR)
+        die(EXIT_CONFIG, "%s: %s is longer than %d characters", source, k->name, CONFIG_STR - 1);
+    if (k->choices && !in_choices(k->choices, value))
+        die(EXIT_CONFIG, "%s: %s = \"%s\" is not one of %s", source, k->name, value, k->choices);
+    strcpy((char *)field(c, k), value);
+}
+
+static void set_number(Config *c, const ConfigKey *k, double v, const char *source) {
+    if (k->type == KEY_INT) {
+        if (v != floor(v) || fabs(v) > 9e15)
+            die(EXIT_CONFIG, "%s: %s must be an integer, got %g", source, k->name, v);
+        *(long *)field(c, k) = (long)v;
+    } else if (k->type == KEY_FLOAT) {
+        if (!isfinite(v)) die(EXIT_CONFIG, "%s: %s must be a finite number", source, k->name);
+        *(double *)field(c, k) = v;
+    }
+}
+
+// Parse a textual value (defaults and command-line overrides) into the key's field.
+static void set_from_text(Config *c, const ConfigKey *k, const char *text, const char *source) {
+    switch (k->type) {
+    case KEY_STRING: set_string(c, k, text, source); return;
+    case KEY_BOOL:
+        if (!strcmp(text, "true") || !strcmp(text, "1")) *(int *)field(c, k) = 1;
+        else if (!strcmp(text, "false") || !strcmp(text, "0")) *(int *)field(c, k) = 0;
+        else die(EXIT_CONFIG, "%s: %s must be true or false, got '%s'", source, k->name, text);
+        return;
+    case KEY_INT:
+    case KEY_FLOAT: {
+        char *end;
+        errno = 0;
+        double v = strtod(text, &end);
+        if (end == text || *end != '\0' || errno == ERANGE)
+            die(EXIT_CONFIG, "%s: %s must be a number, got '%s'", source, k->name, text);
+        set_number(c, k, v, source);
+        return;
+    }
+    }
+}
+
+void config_defaults(Config *c) {
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < N_KEYS; i++) set_from_text(c, &KEYS[i], KEYS[i].deflt, "built-in defaults");
+}
+
+static void set_from_json(Config *c, const ConfigKey *k, const cJSON *item, const char *source) {
+    static const char *type_names[] = {"an integer", "a number", "true or false", "a string"};
+    int ok = (k->type == KEY_INT || k->type == KEY_FLOAT) ? cJSON_IsNumber(item)
+           : k->type == KEY_BOOL ? cJSON_IsBool(item) : cJSON_IsString(item);
+    if (!ok) die(EXIT_CONFIG, "%s: %s must be %s", source, k->name, type_names[k->type]);
+    if (k->type == KEY_BOOL) *(int *)field(c, k) = cJSON_IsTrue(item);
+    else if (k->type == KEY_STRING) set_string(c, k, item->valuestring, source);
+    else set_number(c, k, item->valuedouble, source);
+}
+
+void config_apply_json(Config *c, const char *json_text, const char *source) {
+    const char *error_at = NULL;
+    cJSON *root = cJSON_ParseWithOpts(json_text, &error_at, 1);
+    if (!root) {
+        int line = 1;
+        for (const char *p = json_text; error_at && p < error_at; p++) line += (*p == '\n');
+        die(EXIT_CONFIG, "%s:%d: malformed JSON", source, line);
+    }
+    if (!cJSON_IsObject(root)) die(EXIT_CONFIG, "%s: the top level must be a JSON object", source);
+    for (const cJSON *section = root->child; section; section = section->next) {
+        if (!cJSON_IsObject(section))
+            die(EXIT_CONFIG, "%s: '%s' must be an object of keys (model, train, data, eval, sample, out)",
+                source, section->string);
+        for (const cJSON *item = section->child; item; item = item->next) {
+            char name[512];
+            snprintf(name, sizeof name, "%s.%s", section->string, item->string);
+            const ConfigKey *k = find_key(name);
+            if (!k) die(EXIT_CONFIG, "%s: unknown key %s", source, name);
+            set_from_json(c, k, item, source);
+        }
+    }
+    cJSON_Delete(root);
+}
+
+void config_load_file(Config *c, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) die(EXIT_CONFIG, "%s: cannot open config file", path);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (size < 0 || size > (1 << 24)) die(EXIT_CONFIG, "%s: not a readable config file", path);
+    char *text = xcalloc((size_t)size + 1, 1);
+    if (fread(text, 1, (size_t)size, f) != (size_t)size) die(EXIT_CONFIG, "%s: read failed", path);
+    fclose(f);
+    config_apply_json(c, text, path);
+    free(text);
+}
+
+void config_apply_override(Config *c, const char *assignment) {
+    const char *eq = strchr(assignment, '=');
+    if (!eq) die(EXIT_CONFIG, "command line: override '--%s' needs the form --section.key=value", assignment);
+    char name[512];
+    size_t len = (size_t)(eq - assignment);
+    if (len >= sizeof name) die(EXIT_CONFIG, "command line: override key too long");
+    memcpy(name, assignment, len);
+    name[len] = '\0';
+    const ConfigKey *k = find_key(name);
+    if (!k) die(EXIT_CONFIG, "command line: unknown key %s", name);
+    set_from_text(c, k, eq + 1, "command line");
+}
+
+#define REQUIRE(cond, ...) do { if (!(cond)) die(EXIT_CONFIG, "config: " __VA_ARGS__); } while (0)
+
+void config_validate(const Config *c) {
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const ConfigKey *k = &KEYS[i];
+        double v;
+        if (k->type == KEY_INT) v = (double)*(const long *)cfield(c, k);
+        else if (k->type == KEY_FLOAT) v = *(const double *)cfield(c, k);
+        else continue;
+        REQUIRE(v >= k->min && v <= k->max, "%s = %g is out of range [%g, %g]", k->name, v, k->min, k->max);
+    }
+    REQUIRE(c->n_embd % c->n_head == 0, "model.n_embd (%ld) must be divisible by model.n_head (%ld)",
+            c->n_embd, c->n_head);
+    REQUIRE(c->seq_len <= c->block_size, "train.seq_len (%ld) must not exceed model.block_size (%ld)",
+            c->seq_len, c->block_size);
+    long micro = c->batch_size * c->seq_len;
+    REQUIRE(c->total_batch_tokens % micro == 0,
+            "train.total_batch_tokens (%ld) must be a multiple of train.batch_size * train.seq_len (%ld)",
+            c->total_batch_tokens, micro);
+    REQUIRE(c->min_lr <= c->lr, "train.min_lr (%g) must not exceed train.lr (%g)", c->min_lr, c->lr);
+    REQUIRE(c->warmup_steps <= c->steps, "train.warmup_steps (%ld) must not exceed train.steps (%ld)",
+            c->warmup_steps, c->steps);
+    REQUIRE(c->top_k <= c->vocab_size, "sample.top_k (%ld) must not exceed model.vocab_size (%ld)",
+            c->top_k, c->vocab_size);
+    REQUIRE(c->train_data[0] != '\0', "data.train must name the training shards");
+    REQUIRE(c->out_dir[0] != '\0', "out.dir must name a directory");
+}
+
+long config_grad_accum(const Config *c) { return c->total_batch_tokens / (c->batch_size * c->seq_len); }
+
+char *config_to_json(const Config *c) {
+    cJSON *root = cJSON_CreateObject();
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const ConfigKey *k = &KEYS[i];
+        char section[64];
+        const char *dot = strchr(k->name, '.');
+        snprintf(section, sizeof section, "%.*s", (int)(dot - k->name), k->name);
+        cJSON *obj = cJSON_GetObjectItemCaseSensitive(root, section);
+        if (!obj) obj = cJSON_AddObjectToObject(root, section);
+        const void *p = cfield(c, k);
+        switch (k->type) {
+        case KEY_INT: cJSON_AddNumberToObject(obj, dot + 1, (double)*(const long *)p); break;
+        case KEY_FLOAT: cJSON_AddNumberToObject(obj, dot + 1, *(const double *)p); break;
+        case KEY_BOOL: cJSON_AddBoolToObject(obj, dot + 1, *(const int *)p); break;
+        case KEY_STRING: cJSON_AddStringToObject(obj, dot + 1, (const char *)p); break;
+        }
+    }
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    return text;
+}

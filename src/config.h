@@ -1,0 +1,41 @@
+// Run configuration: every key a user can set, its default, its range, and the JSON/CLI parsing.
+// The key table in config.c is the single source of truth; README's key list mirrors it.
+#ifndef NORMGPT_CONFIG_H
+#define NORMGPT_CONFIG_H
+
+#define CONFIG_STR 256
+
+typedef struct {
+    // model
+    long vocab_size, block_size, n_layer, n_head, n_embd;
+    int bias, tie_embeddings;
+    // train
+    long batch_size, seq_len, total_batch_tokens, steps, warmup_steps, seed, threads;
+    double lr, min_lr, decay_frac, weight_decay, beta1, beta2, eps, grad_clip;
+    char schedule[CONFIG_STR];
+    // data
+    char train_data[CONFIG_STR], val_data[CONFIG_STR], tokenizer[CONFIG_STR];
+    // eval, sample, out
+    long eval_every, eval_batches;
+    long sample_every, sample_tokens, top_k;
+    double temperature;
+    char out_dir[CONFIG_STR];
+    long checkpoint_every, keep;
+} Config;
+
+// Fill every key with its default.
+void config_defaults(Config *c);
+// Apply a JSON object (file contents or the copy embedded in a checkpoint). `source` names the
+// file in error messages. Any problem: one line naming the file and key, exit 2.
+void config_apply_json(Config *c, const char *json_text, const char *source);
+void config_load_file(Config *c, const char *path);
+// Apply one `section.key=value` override from the command line.
+void config_apply_override(Config *c, const char *assignment);
+// Check ranges and cross-key constraints; exits 2 naming the key on the first violation.
+void config_validate(const Config *c);
+// The resolved config as pretty JSON (caller frees).
+char *config_to_json(const Config *c);
+// Number of micro-batches per optimizer step.
+long config_grad_accum(const Config *c);
+
+#endif

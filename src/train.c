@@ -1,0 +1,320 @@
+// normgpt command line: ./train --config FILE [--section.key=value ...] | --resume RUN_DIR
+// One obvious path: config -> model -> data -> loop (forward, backward, clip, AdamW, log, eval,
+// sample, checkpoint).
+#include "checkpoint.h"
+#include "common.h"
+#include "config.h"
+#include "data.h"
+#include "kernels.h"
+#include "model.h"
+#include "optim.h"
+#include "rng.h"
+#include "sample.h"
+#include "tokenizer.h"
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t stop_signal = 0;
+static void on_signal(int sig) { stop_signal = sig; }
+
+static void usage(FILE *out) {
+    fputs("usage: ./train --config FILE [--section.key=value ...] [--overwrite]\n"
+          "       ./train --resume RUN_DIR\n"
+          "Trains a GPT on token shards as the config says; see README.md for every key.\n"
+          "  --overwrite   start afresh in an out.dir that already holds a run\n", out);
+}
+
+typedef struct {
+    const char *config_path, *resume_dir;
+    int overwrite;
+} Args;
+
+static void parse_args(int argc, char **argv, Config *cfg, Args *args) {
+    memset(args, 0, sizeof *args);
+    config_defaults(cfg);
+    for (int i = 1; i < argc; i++) {  // the config file first, so overrides apply on top of it
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage(stdout); exit(0); }
+        if (!strcmp(argv[i], "--config") || !strcmp(argv[i], "--resume")) {
+            if (i + 1 >= argc) die(EXIT_CONFIG, "command line: %s needs an argument", argv[i]);
+            if (argv[i][2] == 'c') args->config_path = argv[++i]; else args->resume_dir = argv[++i];
+        }
+    }
+    if (!args->config_path == !args->resume_dir) {
+        usage(stderr);
+        die(EXIT_CONFIG, "command line: give exactly one of --config FILE or --resume RUN_DIR");
+    }
+    if (args->config_path) config_load_file(cfg, args->config_path);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--config") || !strcmp(a, "--resume")) { i++; continue; }
+        if (!strcmp(a, "--overwrite")) { args->overwrite = 1; continue; }
+        if (strncmp(a, "--", 2) != 0 || !strchr(a, '.')) die(EXIT_CONFIG, "command line: unknown argument '%s'", a);
+        if (args->resume_dir)
+            die(EXIT_CONFIG, "command line: '%s': a resumed run keeps the config saved in its checkpoint", a);
+        config_apply_override(cfg, a + 2);
+    }
+    config_validate(cfg);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Run directory and log
+
+static void check_writable_dir(const char *dir) {
+    if (make_dirs(dir) != 0) die(1, "out.dir %s: cannot create: %s", dir, strerror(errno));
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/.write_test", dir);
+    static const char bytes[4096];
+    if (write_file_atomic(probe, bytes, sizeof bytes) != 0)
+        die(1, "out.dir %s: not writable: %s", dir, strerror(errno));
+    unlink(probe);
+}
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+// Remove what an earlier run left in dir (its log and checkpoints) before a fresh start.
+static void clear_run(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    char path[4200];
+    for (struct dirent *e; (e = readdir(d));) {
+        if (strncmp(e->d_name, "ckpt_", 5) != 0 && strcmp(e->d_name, "log.jsonl") != 0) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+}
+
+// Keep only the log lines of steps <= last_step, so a resumed run's log reads as one run.
+static void truncate_log(const char *path, long last_step) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return;
+    size_t cap = 1 << 16, len = 0;
+    char *kept = xcalloc(cap, 1), line[1 << 16];
+    while (fgets(line, sizeof line, f)) {
+        cJSON *o = cJSON_Parse(line);
+        const cJSON *s = o ? cJSON_GetObjectItemCaseSensitive(o, "step") : NULL;
+        int keep = cJSON_IsNumber(s) && s->valuedouble <= last_step;
+        cJSON_Delete(o);
+        if (!keep) continue;
+        size_t n = strlen(line);
+        while (len + n + 1 > cap) { cap *= 2; kept = realloc(kept, cap); if (!kept) die(1, "out of memory"); }
+        memcpy(kept + len, line, n);
+        len += n;
+    }
+    fclose(f);
+    if (write_file_atomic(path, kept, len) != 0) die(1, "%s: cannot rewrite: %s", path, strerror(errno));
+    free(kept);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machine facts
+
+static double measure_sgemm_peak(void) {
+    const int n = 1024;
+    float *a = xcalloc((size_t)n * n, sizeof(float)), *b = xcalloc((size_t)n * n, sizeof(float)),
+          *c = xcalloc((size_t)n * n, sizeof(float));
+    for (size_t i = 0; i < (size_t)n * n; i++) { a[i] = (float)(i % 7) * 0.1f; b[i] = (float)(i % 5) * 0.1f; }
+    double best = 1e30;
+    for (int rep = 0; rep < 4; rep++) {
+        double t0 = now_seconds();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+        double dt = now_seconds() - t0;
+        if (dt < best) best = dt;
+    }
+    free(a); free(b); free(c);
+    return 2.0 * n * n * n / best;
+}
+
+static void print_machine(int threads) {
+    const char *coretype = getenv("OPENBLAS_CORETYPE");
+    printf("threads: %d (OpenMP; OpenBLAS %s, core %s%s%s)\n", threads, openblas_get_config(),
+           openblas_get_corename(), coretype ? ", forced by OPENBLAS_CORETYPE=" : "", coretype ? coretype : "");
+}
+
+static void format_duration(char *out, size_t size, double seconds) {
+    long s = (long)(seconds + 0.5);
+    if (s >= 3600) snprintf(out, size, "%ldh%02ldm", s / 3600, s / 60 % 60);
+    else if (s >= 60) snprintf(out, size, "%ldm%02lds", s / 60, s % 60);
+    else snprintf(out, size, "%lds", s);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+static double evaluate(GPT *m, const Dataset *val, const Config *cfg, int *inputs, int *targets) {
+    int B = (int)cfg->batch_size, T = (int)cfg->seq_len;
+    size_t count = (size_t)cfg->eval_batches * B;
+    double sum = 0;
+    for (long i = 0; i < cfg->eval_batches; i++) {
+        dataset_fixed_batch(val, (size_t)i * B, count, B, inputs, targets);
+        sum += gpt_forward(m, inputs, targets, B, T);
+    }
+    return sum / cfg->eval_batches;
+}
+
+int main(int argc, char **argv) {
+    Config cfg;
+    Args args;
+    char *resume_path = NULL;
+    parse_args(argc, argv, &cfg, &args);
+    if (args.resume_dir) {
+        resume_path = checkpoint_find_latest(args.resume_dir);
+        checkpoint_read_config(resume_path, &cfg);
+        config_validate(&cfg);
+    }
+    const char *run_dir = args.resume_dir ? args.resume_dir : cfg.out_dir;
+
+    int threads = cfg.threads > 0 ? (int)cfg.threads : omp_get_num_procs();
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    char *config_text = config_to_json(&cfg);
+    printf("normgpt: %s\nconfig (resolved):\n%s\n", resume_path ? resume_path : args.config_path, config_text);
+    print_machine(threads);
+
+    // Run directory: a fresh run refuses to mix with an earlier one unless told to replace it.
+    char log_path[4200], config_path[4200];
+    snprintf(log_path, sizeof log_path, "%s/log.jsonl", run_dir);
+    snprintf(config_path, sizeof config_path, "%s/config.json", run_dir);
+    check_writable_dir(run_dir);
+    if (!resume_path) {
+        if (file_exists(log_path) && !args.overwrite)
+            die(1, "out.dir %s already holds a run; resume it with --resume %s, or pass --overwrite, "
+                   "or choose another --out.dir=...", run_dir, run_dir);
+        clear_run(run_dir);
+        if (write_file_atomic(config_path, config_text, strlen(config_text)) != 0)
+            die(1, "%s: cannot write: %s", config_path, strerror(errno));
+    }
+    free(config_text);
+
+    // Data
+    int B = (int)cfg.batch_size, T = (int)cfg.seq_len;
+    long accum = config_grad_accum(&cfg);
+    Dataset train, val;
+    dataset_open(&train, cfg.train_data, "data.train", T, cfg.vocab_size, (uint64_t)cfg.seed);
+    int have_val = cfg.val_data[0] != '\0';
+    if (have_val) {
+        dataset_open(&val, cfg.val_data, "data.val", T, cfg.vocab_size, (uint64_t)cfg.seed);
+        if ((size_t)(cfg.eval_batches * B) > val.n_windows)
+            die(EXIT_CONFIG, "config: eval.batches * train.batch_size = %ld windows, but data.val holds only %zu "
+                             "windows of %d tokens", cfg.eval_batches * B, val.n_windows, T + 1);
+    }
+    Tokenizer tok;
+    tokenizer_load(&tok, cfg.tokenizer, cfg.vocab_size);
+    printf("data: %zu train windows in %d shard(s); %zu val windows\n", train.n_windows, train.n_shards,
+           have_val ? val.n_windows : 0);
+
+    // Model and optimizer
+    GPT model;
+    gpt_build(&model, &cfg);
+    AdamW opt;
+    adamw_init(&opt, model.n_params);
+    RunState st = {0, 0, rng_stream((uint64_t)cfg.seed, 2).state};
+    if (resume_path) {
+        checkpoint_load(resume_path, &model, &opt, &st);
+        train.position = st.data_position;
+        truncate_log(log_path, st.step);
+        printf("resumed from %s at step %ld\n", resume_path, st.step);
+    } else {
+        gpt_init(&model, (uint64_t)cfg.seed);
+    }
+    Rng sample_rng = {st.sample_rng};
+    double flops_per_token = gpt_flops_per_token(&model, T);
+    double peak = measure_sgemm_peak();
+    printf("model: %zu parameters (%.2fM), %d layers, %d heads, %d channels\n", model.n_params,
+           model.n_params / 1e6, model.L, model.H, model.C);
+    printf("step: %ld tokens = %d x %d x %ld micro-batches; %.1f MFLOP/token; memory %.1f MiB\n",
+           cfg.total_batch_tokens, B, T, accum, flops_per_token / 1e6, gpt_memory_bytes(&model) / 1048576.0);
+    printf("sgemm peak measured now: %.1f GFLOP/s\n", peak / 1e9);
+
+    FILE *log = fopen(log_path, "a");
+    if (!log) die(1, "%s: cannot open: %s", log_path, strerror(errno));
+    int *inputs = xcalloc((size_t)B * T, sizeof(int)), *targets = xcalloc((size_t)B * T, sizeof(int));
+    int *context = xcalloc((size_t)T, sizeof(int));
+    real *sample_scratch = xcalloc((size_t)model.V, sizeof(real));
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+
+    if (have_val && cfg.eval_every > 0 && st.step == 0) {
+        double vl = evaluate(&model, &val, &cfg, inputs, targets);
+        printf("step %ld: val loss %.4f\n", st.step, vl);
+        fprintf(log, "{\"step\":%ld,\"val_loss\":%.6f}\n", st.step, vl);
+        fflush(log);
+    }
+
+    double ema_ms = 0;
+    long first_step = st.step + 1;
+    for (long step = first_step; step <= cfg.steps; step++) {
+        double t0 = now_seconds();
+        gpt_zero_grad(&model);
+        double loss = 0;
+        for (long micro = 0; micro < accum; micro++) {
+            dataset_next_batch(&train, B, inputs, targets);
+            loss += gpt_forward(&model, inputs, targets, B, T) / accum;
+            gpt_backward(&model, inputs, targets, B, T, (real)(1.0 / ((double)B * T * accum)));
+        }
+        double grad_norm = l2_norm(model.grads, model.n_params);
+        if (!isfinite(loss) || !isfinite(grad_norm))
+            die(1, "step %ld: loss %g, grad norm %g is not finite; stopping (last checkpoint kept in %s)",
+                step, loss, grad_norm, run_dir);
+        double lr = lr_schedule(&cfg, step - 1);
+        adamw_step(&opt, &model, lr, clip_scale(grad_norm, cfg.grad_clip), cfg.beta1, cfg.beta2, cfg.eps,
+                   cfg.weight_decay);
+        double ms = 1e3 * (now_seconds() - t0);
+        ema_ms = step == first_step ? ms : 0.9 * ema_ms + 0.1 * ms;
+        double tok_s = cfg.total_batch_tokens / (ms / 1e3);
+        char eta[32];
+        format_duration(eta, sizeof eta, ema_ms / 1e3 * (cfg.steps - step));
+        printf("step %5ld/%ld | loss %.4f | lr %.2e | norm %.3f | %6.1f ms | %6.0f tok/s | MFU %4.1f%% | ETA %s\n",
+               step, cfg.steps, loss, lr, grad_norm, ms, tok_s, 100 * flops_per_token * tok_s / peak, eta);
+        fprintf(log, "{\"step\":%ld,\"loss\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,\"ms\":%.3f,\"tokens_per_s\":%.1f}\n",
+                step, loss, lr, grad_norm, ms, tok_s);
+        fflush(log);
+
+        int last = step == cfg.steps;
+        if (have_val && ((cfg.eval_every > 0 && step % cfg.eval_every == 0) || last)) {
+            double vl = evaluate(&model, &val, &cfg, inputs, targets);
+            printf("step %ld: val loss %.4f\n", step, vl);
+            fprintf(log, "{\"step\":%ld,\"val_loss\":%.6f}\n", step, vl);
+            fflush(log);
+        }
+        if (cfg.sample_tokens > 0 && ((cfg.sample_every > 0 && step % cfg.sample_every == 0) || last)) {
+            printf("---- sample at step %ld ----\n", step);
+            generate(&model, &tok, (int)cfg.sample_tokens, cfg.temperature, (int)cfg.top_k, &sample_rng, context,
+                     sample_scratch, stdout);
+            printf("----\n");
+        }
+        int interrupted = stop_signal != 0;
+        if (last || interrupted || (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0)) {
+            st.step = step;
+            st.data_position = train.position;
+            st.sample_rng = sample_rng.state;
+            checkpoint_save(run_dir, &cfg, &model, &opt, &st, cfg.keep);
+            printf("checkpoint: %s/ckpt_%08ld.bin\n", run_dir, step);
+        }
+        if (interrupted) {
+            printf("stopped by signal %d after step %ld; continue with ./train --resume %s\n", (int)stop_signal, step,
+                   run_dir);
+            break;
+        }
+    }
+
+    fclose(log);
+    free(inputs); free(targets); free(context); free(sample_scratch); free(resume_path);
+    tokenizer_free(&tok);
+    adamw_free(&opt);
+    gpt_free(&model);
+    dataset_close(&train);
+    if (have_val) dataset_close(&val);
+    return 0;
+}

@@ -1,0 +1,33 @@
+// A minimal test harness: each test is a function that records failed checks; main prints one
+// line per test and ends with "N passed, N failed".
+#ifndef NORMGPT_TESTING_H
+#define NORMGPT_TESTING_H
+#include "common.h"
+#include "rng.h"
+
+extern int test_failures;  // failed checks in the running test
+
+#define CHECK(cond, ...) do { if (!(cond)) { test_failures++; \
+    fprintf(stderr, "    check failed (%s:%d): ", __FILE__, __LINE__); \
+    fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); } } while (0)
+
+typedef struct { const char *name; void (*fn)(void); } TestCase;
+
+// Central finite differences of loss() w.r.t. each of x[0..n) against analytic[0..n).
+// Returns the number of entries outside tolerance and reports the worst one under `what`.
+int gradcheck(const char *what, real *x, size_t n, const real *analytic, double (*loss)(void *), void *ctx);
+
+// Fill with N(0, std^2) from a test RNG.
+void fill_normal(real *x, size_t n, double std, Rng *r);
+
+// Run fn(ctx) in a child process; check that it exits with `code` and that its stderr contains
+// `expect` (a file or key name). Returns 1 when both hold.
+int expect_exit(void (*fn)(void *), void *ctx, int code, const char *expect);
+
+// Run a shell command, capturing stdout+stderr into out (size bytes). Returns the exit status.
+int run_command(const char *cmd, char *out, size_t size);
+
+// Test tables of each file.
+extern const TestCase kernel_tests[], model_tests[], data_config_tests[], cli_tests[];
+
+#endif
