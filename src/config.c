@@ -18,6 +18,9 @@ typedef struct {
     const char *choices;  // "a|b|c" for strings with a fixed set of values, else NULL
 } ConfigKey;
 
+#define NORM_NAMES "layernorm|rmsnorm|crmsnorm|dyt|bhyt"
+#define PLACEMENT_PRESETS "pre|post|mix|hybrid|hybrid_star|bhyt|bhyt_star"
+#define BLOCK_PLACEMENTS "pre|post|hybrid|hybrid_star|bhyt|bhyt_star"
 #define F(field) offsetof(Config, field)
 #define BIG 1e18
 static const ConfigKey KEYS[] = {
@@ -28,6 +31,28 @@ static const ConfigKey KEYS[] = {
     {"model.n_embd",             KEY_INT,    F(n_embd),             "256",   1, 1 << 16, NULL},
     {"model.bias",               KEY_BOOL,   F(bias),               "true",  0, 1, NULL},
     {"model.tie_embeddings",     KEY_BOOL,   F(tie_embeddings),     "true",  0, 1, NULL},
+    {"model.placement",          KEY_STRING, F(placement),          "pre",   0, 0, PLACEMENT_PRESETS},
+    {"model.norm",               KEY_STRING, F(norm),               "layernorm", 0, 0, NORM_NAMES},
+    {"model.final_norm",         KEY_STRING, F(final_norm),         "auto",  0, 0, "auto|none|" NORM_NAMES},
+    {"model.mix_ratio",          KEY_FLOAT,  F(mix_ratio),          "0.25",  0, 1, NULL},
+    {"model.mix_post_layers",    KEY_INT,    F(mix_post_layers),    "-1",    -1, MAX_LAYERS, NULL},
+    {"model.norm_eps",           KEY_FLOAT,  F(norm_eps),           "1e-5",  0, 1, NULL},
+    {"model.ffn",                KEY_STRING, F(ffn),                "gelu",  0, 0, "gelu|swiglu"},
+    {"model.ffn_hidden",         KEY_INT,    F(ffn_hidden),         "0",     0, 1 << 20, NULL},
+    {"model.pos",                KEY_STRING, F(pos),                "learned", 0, 0, "learned|rope"},
+    {"model.rope_theta",         KEY_FLOAT,  F(rope_theta),         "10000", 1, 1e12, NULL},
+    {"model.n_kv_head",          KEY_INT,    F(n_kv_head),          "0",     0, 1024, NULL},
+    {"model.init",               KEY_STRING, F(init),               "gpt2",  0, 0, "gpt2|megatron|mixln"},
+    {"model.init_std",           KEY_FLOAT,  F(init_std),           "0.02",  0, 10, NULL},
+    {"model.embed_scale",        KEY_BOOL,   F(embed_scale),        "false", 0, 1, NULL},
+    {"model.center_stream",      KEY_BOOL,   F(center_stream),      "false", 0, 1, NULL},
+    {"model.dyt_alpha_attn",     KEY_FLOAT,  F(dyt_alpha_attn),     "1.0",   0, 100, NULL},
+    {"model.dyt_alpha_ffn",      KEY_FLOAT,  F(dyt_alpha_ffn),      "1.0",   0, 100, NULL},
+    {"model.bhyt_kappa",         KEY_FLOAT,  F(bhyt_kappa),         "10",    1e-3, 1e6, NULL},
+    {"model.bhyt_lambda1",       KEY_FLOAT,  F(bhyt_lambda1),       "2.0",   0, 1e3, NULL},
+    {"model.bhyt_lambda2",       KEY_FLOAT,  F(bhyt_lambda2),       "1.0",   0, 1e3, NULL},
+    {"model.bhyt_final_lambda",  KEY_FLOAT,  F(bhyt_final_lambda),  "0",     0, 1e3, NULL},
+    {"model.bhyt_refresh",       KEY_INT,    F(bhyt_refresh),       "0",     0, BIG, NULL},
     {"train.batch_size",         KEY_INT,    F(batch_size),         "16",    1, 1 << 20, NULL},
     {"train.seq_len",            KEY_INT,    F(seq_len),            "256",   1, 1 << 20, NULL},
     {"train.total_batch_tokens", KEY_INT,    F(total_batch_tokens), "8192",  1, BIG, NULL},
@@ -136,6 +161,29 @@ static void set_from_json(Config *c, const ConfigKey *k, const cJSON *item, cons
     else set_number(c, k, item->valuedouble, source);
 }
 
+// model.blocks: an array of {"placement": P, "norm": N}; a missing norm means model.norm.
+static void set_blocks(Config *c, const cJSON *array, const char *source) {
+    if (!cJSON_IsArray(array) || cJSON_GetArraySize(array) < 1 || cJSON_GetArraySize(array) > MAX_LAYERS)
+        die(EXIT_CONFIG, "%s: model.blocks must be an array of 1 to %d block objects", source, MAX_LAYERS);
+    c->n_blocks = 0;
+    for (const cJSON *b = array->child; b; b = b->next, c->n_blocks++) {
+        BlockSpec *spec = &c->blocks[c->n_blocks];
+        memset(spec, 0, sizeof *spec);
+        if (!cJSON_IsObject(b)) die(EXIT_CONFIG, "%s: model.blocks[%d] must be an object", source, c->n_blocks);
+        for (const cJSON *item = b->child; item; item = item->next) {
+            int is_placement = !strcmp(item->string, "placement"), is_norm = !strcmp(item->string, "norm");
+            if (!is_placement && !is_norm)
+                die(EXIT_CONFIG, "%s: unknown key model.blocks[%d].%s", source, c->n_blocks, item->string);
+            const char *allowed = is_placement ? BLOCK_PLACEMENTS : NORM_NAMES;
+            if (!cJSON_IsString(item) || !in_choices(allowed, item->valuestring))
+                die(EXIT_CONFIG, "%s: model.blocks[%d].%s must be one of %s", source, c->n_blocks, item->string,
+                    allowed);
+            strcpy(is_placement ? spec->placement : spec->norm, item->valuestring);
+        }
+        if (!spec->placement[0]) die(EXIT_CONFIG, "%s: model.blocks[%d] needs a placement", source, c->n_blocks);
+    }
+}
+
 void config_apply_json(Config *c, const char *json_text, const char *source) {
     const char *error_at = NULL;
     cJSON *root = cJSON_ParseWithOpts(json_text, &error_at, 1);
@@ -152,6 +200,7 @@ void config_apply_json(Config *c, const char *json_text, const char *source) {
         for (const cJSON *item = section->child; item; item = item->next) {
             char name[512];
             snprintf(name, sizeof name, "%s.%s", section->string, item->string);
+            if (!strcmp(name, "model.blocks")) { set_blocks(c, item, source); continue; }
             const ConfigKey *k = find_key(name);
             if (!k) die(EXIT_CONFIG, "%s: unknown key %s", source, name);
             set_from_json(c, k, item, source);
@@ -182,6 +231,13 @@ void config_apply_override(Config *c, const char *assignment) {
     if (len >= sizeof name) die(EXIT_CONFIG, "command line: override key too long");
     memcpy(name, assignment, len);
     name[len] = '\0';
+    if (!strcmp(name, "model.blocks")) {  // the value is the JSON array itself
+        cJSON *array = cJSON_Parse(eq + 1);
+        if (!array) die(EXIT_CONFIG, "command line: model.blocks must be a JSON array of block objects");
+        set_blocks(c, array, "command line");
+        cJSON_Delete(array);
+        return;
+    }
     const ConfigKey *k = find_key(name);
     if (!k) die(EXIT_CONFIG, "command line: unknown key %s", name);
     set_from_text(c, k, eq + 1, "command line");
@@ -189,7 +245,56 @@ void config_apply_override(Config *c, const char *assignment) {
 
 #define REQUIRE(cond, ...) do { if (!(cond)) die(EXIT_CONFIG, "config: " __VA_ARGS__); } while (0)
 
-void config_validate(const Config *c) {
+// Expand the model.placement preset into the per-block table (unless one was given), fill blocks
+// without a norm with model.norm, and check the combinations the model cannot build.
+static void resolve_blocks(Config *c) {
+    int L = (int)c->n_layer;
+    if (c->n_blocks == 0) {
+        const char *preset = c->placement;
+        int n_post = 0;
+        if (!strcmp(preset, "mix")) {
+            n_post = c->mix_post_layers >= 0 ? (int)c->mix_post_layers : (int)floor(c->mix_ratio * L);
+            REQUIRE(n_post <= L, "model.mix_post_layers (%d) exceeds model.n_layer (%d)", n_post, L);
+        }
+        for (int l = 0; l < L; l++) {
+            const char *p = preset;
+            if (!strcmp(preset, "mix")) p = l < n_post ? "post" : "pre";
+            if (!strcmp(preset, "hybrid_star")) p = l == 0 ? "hybrid_star" : "hybrid";
+            snprintf(c->blocks[l].placement, CONFIG_NAME, "%.15s", p);
+            c->blocks[l].norm[0] = '\0';
+        }
+        c->n_blocks = L;
+    }
+    REQUIRE(c->n_blocks == L, "model.blocks has %d entries but model.n_layer is %d", c->n_blocks, L);
+    int n_crms = 0;
+    for (int l = 0; l < L; l++) {
+        BlockSpec *b = &c->blocks[l];
+        if (!b->norm[0]) snprintf(b->norm, CONFIG_NAME, "%.15s", c->norm);
+        int bhyt_place = !strcmp(b->placement, "bhyt") || !strcmp(b->placement, "bhyt_star");
+        REQUIRE(!bhyt_place || !strcmp(b->norm, "bhyt"), "model.blocks[%d]: placement %s needs norm bhyt", l,
+                b->placement);
+        if (!strcmp(b->norm, "crmsnorm")) {
+            n_crms++;
+            REQUIRE(!strcmp(b->placement, "pre"), "model.blocks[%d]: crmsnorm works only with placement pre", l);
+        }
+        REQUIRE(!c->center_stream || (!strcmp(b->placement, "pre") && !strcmp(b->norm, "rmsnorm")),
+                "model.center_stream needs every block to be pre with rmsnorm (block %d is %s/%s)", l, b->placement,
+                b->norm);
+    }
+    REQUIRE(n_crms == 0 || n_crms == L, "model.blocks: crmsnorm compresses the whole residual stream, so every "
+            "block must use it (%d of %d do)", n_crms, L);
+    REQUIRE(!n_crms || !strcmp(c->final_norm, "auto") || !strcmp(c->final_norm, "crmsnorm"),
+            "model.final_norm must be crmsnorm (or auto) in a crmsnorm model");
+    REQUIRE(n_crms || strcmp(c->final_norm, "crmsnorm"), "model.final_norm = crmsnorm needs crmsnorm blocks");
+    if (!strcmp(c->final_norm, "auto")) {  // BHyT's released runs end in an RMSNorm unless a final lambda is set
+        int bhyt_final = strcmp(c->norm, "bhyt") || c->bhyt_final_lambda > 0;
+        snprintf(c->final_norm, CONFIG_STR, "%s", n_crms ? "crmsnorm" : bhyt_final ? c->norm : "rmsnorm");
+    }
+    REQUIRE(strcmp(c->final_norm, "bhyt") || c->bhyt_final_lambda > 0,
+            "model.final_norm = bhyt needs model.bhyt_final_lambda > 0 (its initial lambda)");
+}
+
+void config_validate(Config *c) {
     for (size_t i = 0; i < N_KEYS; i++) {
         const ConfigKey *k = &KEYS[i];
         double v;
@@ -212,6 +317,11 @@ void config_validate(const Config *c) {
     REQUIRE(c->top_k <= c->vocab_size, "sample.top_k (%ld) must not exceed model.vocab_size (%ld)",
             c->top_k, c->vocab_size);
     REQUIRE(c->train_data[0] != '\0', "data.train must name the training shards");
+    long kv = c->n_kv_head ? c->n_kv_head : c->n_head;
+    REQUIRE(c->n_head % kv == 0, "model.n_kv_head (%ld) must divide model.n_head (%ld)", kv, c->n_head);
+    REQUIRE(strcmp(c->pos, "rope") || (c->n_embd / c->n_head) % 2 == 0,
+            "model.pos = rope needs an even head size (model.n_embd / model.n_head)");
+    resolve_blocks(c);
     REQUIRE(c->out_dir[0] != '\0', "out.dir must name a directory");
 }
 
@@ -232,6 +342,15 @@ char *config_to_json(const Config *c) {
         case KEY_FLOAT: cJSON_AddNumberToObject(obj, dot + 1, *(const double *)p); break;
         case KEY_BOOL: cJSON_AddBoolToObject(obj, dot + 1, *(const int *)p); break;
         case KEY_STRING: cJSON_AddStringToObject(obj, dot + 1, (const char *)p); break;
+        }
+    }
+    if (c->n_blocks) {
+        cJSON *blocks = cJSON_AddArrayToObject(cJSON_GetObjectItemCaseSensitive(root, "model"), "blocks");
+        for (int l = 0; l < c->n_blocks; l++) {
+            cJSON *b = cJSON_CreateObject();
+            cJSON_AddStringToObject(b, "placement", c->blocks[l].placement);
+            cJSON_AddStringToObject(b, "norm", c->blocks[l].norm);
+            cJSON_AddItemToArray(blocks, b);
         }
     }
     char *text = cJSON_Print(root);

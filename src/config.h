@@ -4,11 +4,23 @@
 #define NORMGPT_CONFIG_H
 
 #define CONFIG_STR 256
+#define CONFIG_NAME 16
+#define MAX_LAYERS 1024
+
+// One block's normalization: where (placement) and which operator (norm).
+typedef struct { char placement[CONFIG_NAME], norm[CONFIG_NAME]; } BlockSpec;
 
 typedef struct {
     // model
-    long vocab_size, block_size, n_layer, n_head, n_embd;
-    int bias, tie_embeddings;
+    long vocab_size, block_size, n_layer, n_head, n_embd, n_kv_head, ffn_hidden, mix_post_layers, bhyt_refresh;
+    int bias, tie_embeddings, embed_scale, center_stream;
+    double mix_ratio, norm_eps, rope_theta, init_std, dyt_alpha_attn, dyt_alpha_ffn;
+    double bhyt_kappa, bhyt_lambda1, bhyt_lambda2, bhyt_final_lambda;
+    char placement[CONFIG_STR], norm[CONFIG_STR], final_norm[CONFIG_STR], ffn[CONFIG_STR], pos[CONFIG_STR],
+        init[CONFIG_STR];
+    // model.blocks: per-block table; empty until given or expanded from the preset by config_validate
+    int n_blocks;
+    BlockSpec blocks[MAX_LAYERS];
     // train
     long batch_size, seq_len, total_batch_tokens, steps, warmup_steps, seed, threads;
     double lr, min_lr, decay_frac, weight_decay, beta1, beta2, eps, grad_clip;
@@ -31,8 +43,9 @@ void config_apply_json(Config *c, const char *json_text, const char *source);
 void config_load_file(Config *c, const char *path);
 // Apply one `section.key=value` override from the command line.
 void config_apply_override(Config *c, const char *assignment);
-// Check ranges and cross-key constraints; exits 2 naming the key on the first violation.
-void config_validate(const Config *c);
+// Check ranges and cross-key constraints, and expand the model.placement preset into model.blocks
+// when no table was given; exits 2 naming the key on the first violation.
+void config_validate(Config *c);
 // The resolved config as pretty JSON (caller frees).
 char *config_to_json(const Config *c);
 // Number of micro-batches per optimizer step.

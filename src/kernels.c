@@ -23,8 +23,10 @@ void encoder_backward(real *dwte, real *dwpe, const real *dout, const int *token
         int c1 = c0 + CHANNEL_BLOCK < C ? c0 + CHANNEL_BLOCK : C;
         for (int n = 0; n < B * T; n++) {
             const real *g = dout + (size_t)n * C;
-            real *e = dwte + (size_t)tokens[n] * C;
-            for (int c = c0; c < c1; c++) e[c] += g[c];
+            if (dwte) {
+                real *e = dwte + (size_t)tokens[n] * C;
+                for (int c = c0; c < c1; c++) e[c] += g[c];
+            }
             if (dwpe) {
                 real *p = dwpe + (size_t)(n % T) * C;
                 for (int c = c0; c < c1; c++) p[c] += g[c];
@@ -64,60 +66,151 @@ void matmul_backward(real *dinp, real *dweight, real *dbias, const real *dout, c
     }
 }
 
-// Both attention passes work per (batch, head) on strided views of qkv: sgemm takes the stride
-// 3C directly, so no head is ever copied out. Inside the parallel loop OpenBLAS (OpenMP build)
-// runs single-threaded, which is what we want for these small products.
-void attention_forward(real *out, real *att, const real *qkv, int B, int T, int C, int H) {
-    int hs = C / H, C3 = 3 * C;
+// Columns, inside one token's qkv row, of query head h and of the kv head it reads.
+typedef struct { int width, q, k, v; } HeadCols;
+static HeadCols head_cols(int h, int H, int Hkv, int hs) {
+    int kvh = h / (H / Hkv);
+    return (HeadCols){(H + 2 * Hkv) * hs, h * hs, (H + kvh) * hs, (H + Hkv + kvh) * hs};
+}
+
+// P (T,T) holds scaled logits; row t becomes the softmax over s <= t, the masked future zero.
+static void causal_softmax(real *P, int T) {
+    for (int t = 0; t < T; t++) {
+        real *row = P + (size_t)t * T;
+        real maxv = row[0];
+        for (int s = 1; s <= t; s++) maxv = row[s] > maxv ? row[s] : maxv;
+        double sum = 0;
+        for (int s = 0; s <= t; s++) { row[s] = real_exp(row[s] - maxv); sum += row[s]; }
+        real inv = (real)(1.0 / sum);
+        for (int s = 0; s <= t; s++) row[s] *= inv;
+        for (int s = t + 1; s < T; s++) row[s] = 0;
+    }
+}
+
+// In place dP -> d(unscaled logits): the softmax backward, then the logit scale.
+static void causal_softmax_backward(real *dS, const real *P, int T, real scale) {
+    for (int t = 0; t < T; t++) {
+        const real *p = P + (size_t)t * T;
+        real *d = dS + (size_t)t * T;
+        double dot = 0;
+        for (int s = 0; s <= t; s++) dot += p[s] * d[s];
+        for (int s = 0; s <= t; s++) d[s] = p[s] * (d[s] - (real)dot) * scale;
+        for (int s = t + 1; s < T; s++) d[s] = 0;
+    }
+}
+
+// Both attention passes work per head on strided views of qkv: gemm takes the row width as its
+// leading dimension, so no head is ever copied out. Inside the parallel loop OpenBLAS (OpenMP
+// build) runs single-threaded, which is what we want for these small products.
+void attention_forward(real *out, real *att, const real *qkv, int B, int T, int H, int Hkv, int hs) {
+    int C = H * hs;
     real scale = (real)(1.0 / sqrt((double)hs));
     #pragma omp parallel for collapse(2)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < H; h++) {
-            const real *q = qkv + (size_t)b * T * C3 + h * hs, *k = q + C, *v = q + 2 * C;
+            HeadCols c = head_cols(h, H, Hkv, hs);
+            const real *x = qkv + (size_t)b * T * c.width;
             real *P = att + ((size_t)b * H + h) * T * T;
-            cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, q, C3, k, C3, 0, P, T);
-            for (int t = 0; t < T; t++) {  // causal softmax of row t over s <= t
-                real *row = P + (size_t)t * T;
-                real maxv = row[0];
-                for (int s = 1; s <= t; s++) maxv = row[s] > maxv ? row[s] : maxv;
-                double sum = 0;
-                for (int s = 0; s <= t; s++) { row[s] = real_exp(row[s] - maxv); sum += row[s]; }
-                real inv = (real)(1.0 / sum);
-                for (int s = 0; s <= t; s++) row[s] *= inv;
-                for (int s = t + 1; s < T; s++) row[s] = 0;
-            }
-            cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1, P, T, v, C3, 0,
+            cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, x + c.q, c.width, x + c.k, c.width,
+                       0, P, T);
+            causal_softmax(P, T);
+            cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1, P, T, x + c.v, c.width, 0,
                        out + (size_t)b * T * C + h * hs, C);
         }
     }
 }
 
+// One task per (batch, kv head) owns that kv head's dk and dv: its query heads add into them in
+// order, so the sums are race-free and bit-identical for any thread count.
 void attention_backward(real *dqkv, real *scratch, const real *dout, const real *qkv, const real *att,
-                        int B, int T, int C, int H) {
-    int hs = C / H, C3 = 3 * C;
+                        int B, int T, int H, int Hkv, int hs) {
+    int C = H * hs, group = H / Hkv;
     real scale = (real)(1.0 / sqrt((double)hs));
     #pragma omp parallel for collapse(2)
     for (int b = 0; b < B; b++) {
-        for (int h = 0; h < H; h++) {
-            const real *q = qkv + (size_t)b * T * C3 + h * hs, *k = q + C, *v = q + 2 * C;
-            real *dq = dqkv + (size_t)b * T * C3 + h * hs, *dk = dq + C, *dv = dq + 2 * C;
-            const real *P = att + ((size_t)b * H + h) * T * T;
-            const real *dy = dout + (size_t)b * T * C + h * hs;
+        for (int kvh = 0; kvh < Hkv; kvh++) {
             real *dS = scratch + (size_t)omp_get_thread_num() * T * T;
-            // dP = dy v^T, dv = P^T dy
-            cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1, dy, C, v, C3, 0, dS, T);
-            cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1, P, T, dy, C, 0, dv, C3);
-            for (int t = 0; t < T; t++) {  // softmax backward, then the logit scale
-                const real *p = P + (size_t)t * T;
-                real *d = dS + (size_t)t * T;
-                double dot = 0;
-                for (int s = 0; s <= t; s++) dot += p[s] * d[s];
-                for (int s = 0; s <= t; s++) d[s] = p[s] * (d[s] - (real)dot) * scale;
-                for (int s = t + 1; s < T; s++) d[s] = 0;
+            for (int j = 0; j < group; j++) {
+                int h = kvh * group + j;
+                HeadCols c = head_cols(h, H, Hkv, hs);
+                const real *x = qkv + (size_t)b * T * c.width;
+                real *dx = dqkv + (size_t)b * T * c.width;
+                const real *P = att + ((size_t)b * H + h) * T * T;
+                const real *dy = dout + (size_t)b * T * C + h * hs;
+                real beta = j ? 1 : 0;  // the first query head of the group overwrites dk, dv
+                // dP = dy v^T, dv (+)= P^T dy
+                cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1, dy, C, x + c.v, c.width, 0, dS, T);
+                cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1, P, T, dy, C, beta, dx + c.v, c.width);
+                causal_softmax_backward(dS, P, T, scale);
+                // dq = dS k, dk (+)= dS^T q
+                cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1, dS, T, x + c.k, c.width, 0,
+                           dx + c.q, c.width);
+                cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1, dS, T, x + c.q, c.width, beta,
+                           dx + c.k, c.width);
             }
-            // dq = dS k, dk = dS^T q
-            cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1, dS, T, k, C3, 0, dq, C3);
-            cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1, dS, T, q, C3, 0, dk, C3);
+        }
+    }
+}
+
+void rope_tables(real *cos_t, real *sin_t, int maxT, int hs, double theta) {
+    int half = hs / 2;
+    for (int t = 0; t < maxT; t++) {
+        for (int i = 0; i < half; i++) {
+            double angle = t * pow(theta, -2.0 * i / hs);  // in double: float would drift at large t
+            cos_t[(size_t)t * half + i] = (real)cos(angle);
+            sin_t[(size_t)t * half + i] = (real)sin(angle);
+        }
+    }
+}
+
+// Turns every q and k head of each row by sign * angle. The q heads and then the k heads are the
+// first H + Hkv heads of a row, so both are one contiguous run.
+static void rope_rotate(real *qkv, const real *cos_t, const real *sin_t, int B, int T, int H, int Hkv, int hs,
+                        real sign) {
+    int half = hs / 2, width = (H + 2 * Hkv) * hs;
+    #pragma omp parallel for
+    for (int n = 0; n < B * T; n++) {
+        const real *cs = cos_t + (size_t)(n % T) * half, *sn = sin_t + (size_t)(n % T) * half;
+        for (int h = 0; h < H + Hkv; h++) {
+            real *x = qkv + (size_t)n * width + h * hs;
+            for (int i = 0; i < half; i++) {
+                real x1 = x[i], x2 = x[i + half], s = sign * sn[i];
+                x[i] = x1 * cs[i] - x2 * s;
+                x[i + half] = x2 * cs[i] + x1 * s;
+            }
+        }
+    }
+}
+
+void rope_forward(real *qkv, const real *cos_t, const real *sin_t, int B, int T, int H, int Hkv, int hs) {
+    rope_rotate(qkv, cos_t, sin_t, B, T, H, Hkv, hs, 1);
+}
+
+void rope_backward(real *dqkv, const real *cos_t, const real *sin_t, int B, int T, int H, int Hkv, int hs) {
+    rope_rotate(dqkv, cos_t, sin_t, B, T, H, Hkv, hs, -1);
+}
+
+static real sigmoid(real z) { return 1 / (1 + real_exp(-z)); }  // exp overflow gives 0, not NaN
+
+void swiglu_forward(real *out, const real *inp, int N, int F) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const real *gate = inp + (size_t)n * 2 * F, *up = gate + F;
+        real *o = out + (size_t)n * F;
+        for (int f = 0; f < F; f++) o[f] = gate[f] * sigmoid(gate[f]) * up[f];
+    }
+}
+
+void swiglu_backward(real *dinp, const real *dout, const real *inp, int N, int F) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const real *gate = inp + (size_t)n * 2 * F, *up = gate + F, *g = dout + (size_t)n * F;
+        real *dgate = dinp + (size_t)n * 2 * F, *dup = dgate + F;
+        for (int f = 0; f < F; f++) {
+            real z = gate[f], sig = sigmoid(z);
+            // silu'(z) = sig + z sig (1 - sig)
+            dgate[f] = g[f] * up[f] * sig * (1 + z * (1 - sig));
+            dup[f] = g[f] * z * sig;
         }
     }
 }
@@ -167,3 +260,32 @@ void crossentropy_backward(real *probs, const int *targets, real dloss, int N, i
         p[targets[n]] -= dloss;
     }
 }
+
+void center_rows(real *x, int N, int C) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        real *row = x + (size_t)n * C, sum = 0;
+        #pragma omp simd reduction(+:sum)
+        for (int c = 0; c < C; c++) sum += row[c];
+        real mean = sum / C;
+        for (int c = 0; c < C; c++) row[c] -= mean;
+    }
+}
+
+#define REDUCE_CHUNKS 256
+
+double dot_product(const real *a, const real *b, size_t n) {
+    double partial[REDUCE_CHUNKS];
+    #pragma omp parallel for
+    for (int c = 0; c < REDUCE_CHUNKS; c++) {
+        size_t lo = n * c / REDUCE_CHUNKS, hi = n * (c + 1) / REDUCE_CHUNKS;
+        double s = 0;
+        for (size_t i = lo; i < hi; i++) s += (double)a[i] * b[i];
+        partial[c] = s;
+    }
+    double total = 0;
+    for (int c = 0; c < REDUCE_CHUNKS; c++) total += partial[c];
+    return total;
+}
+
+double l2_norm(const real *x, size_t n) { return sqrt(dot_product(x, x, n)); }

@@ -1,5 +1,6 @@
 // The transformer's kernels other than normalization (see norms.h), each a forward/backward pair.
-// Shapes: B batch, T time, C channels, N = B*T tokens, V vocabulary, H heads, hs = C/H.
+// Shapes: B batch, T time, C channels, N = B*T tokens, V vocabulary, H (query) heads, Hkv key/value
+// heads, hs head size.
 // Conventions: forwards overwrite their output; backwards ACCUMULATE (+=) into parameter
 // gradients, and into input gradients only where the comment says so.
 #ifndef NORMGPT_KERNELS_H
@@ -8,7 +9,7 @@
 
 // out (N,C) = wte[tokens] (V,C) + wpe[t] (maxT,C); wpe may be NULL.
 void encoder_forward(real *out, const int *tokens, const real *wte, const real *wpe, int B, int T, int C);
-// dwte, dwpe += scatter of dout (N,C).
+// dwte, dwpe += scatter of dout (N,C); either may be NULL.
 void encoder_backward(real *dwte, real *dwpe, const real *dout, const int *tokens, int B, int T, int C);
 
 // out (N,OC) = [residual (N,OC)] + inp (N,IC) @ weight(OC,IC)^T + [bias (OC)]; residual and bias may be NULL.
@@ -18,12 +19,26 @@ void matmul_forward(real *out, const real *residual, const real *inp, const real
 void matmul_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
                      const real *weight, int N, int IC, int OC);
 
-// Causal self-attention. qkv (B,T,3C) holds [q | k | v], heads contiguous inside each.
-// out (B,T,C); att (B,H,T,T) saves the softmax probabilities for the backward.
-void attention_forward(real *out, real *att, const real *qkv, int B, int T, int C, int H);
-// dqkv (B,T,3C) overwritten. scratch: omp_get_max_threads() * T * T reals.
+// Causal self-attention, grouped-query: H query heads share Hkv key/value heads (H % Hkv == 0;
+// query head h reads kv head h / (H / Hkv)). qkv (B,T,(H+2*Hkv)*hs) rows laid out [q | k | v].
+// out (B,T,H*hs); att (B,H,T,T) saves the softmax probabilities for the backward.
+void attention_forward(real *out, real *att, const real *qkv, int B, int T, int H, int Hkv, int hs);
+// dqkv (B,T,(H+2*Hkv)*hs) overwritten. scratch: omp_get_max_threads() * T * T reals.
 void attention_backward(real *dqkv, real *scratch, const real *dout, const real *qkv, const real *att,
-                        int B, int T, int C, int H);
+                        int B, int T, int H, int Hkv, int hs);
+
+// Rotary position embedding, LLaMA "rotate_half" convention: within each head (hs even) the pair
+// (i, i + hs/2) turns by angle t * theta^(-2i/hs). cos/sin tables (maxT, hs/2), built once.
+void rope_tables(real *cos_t, real *sin_t, int maxT, int hs, double theta);
+// Rotate q and k of qkv (B,T,(H+2*Hkv)*hs) in place by position t (T <= maxT); v untouched.
+void rope_forward(real *qkv, const real *cos_t, const real *sin_t, int B, int T, int H, int Hkv, int hs);
+// The rotation is orthogonal: rotate dq and dk of dqkv in place by -angle; dv untouched.
+void rope_backward(real *dqkv, const real *cos_t, const real *sin_t, int B, int T, int H, int Hkv, int hs);
+
+// SwiGLU: inp (N,2F) rows [gate | up]; out (N,F) = silu(gate) * up, silu(z) = z * sigmoid(z).
+void swiglu_forward(real *out, const real *inp, int N, int F);
+// dinp (N,2F) overwritten.
+void swiglu_backward(real *dinp, const real *dout, const real *inp, int N, int F);
 
 // GELU, tanh approximation, elementwise over n values.
 void gelu_forward(real *out, const real *inp, size_t n);
@@ -34,5 +49,13 @@ void gelu_backward(real *dinp, const real *inp, const real *dout, size_t n);
 void crossentropy_forward(real *losses, real *probs, const int *targets, int N, int V);
 // In place: probs (N,V) -> dlogits = dloss * (probs - onehot(target)).
 void crossentropy_backward(real *probs, const int *targets, real dloss, int N, int V);
+
+// Subtract each row's mean (N rows of C), in place. The centering map is linear and symmetric, so
+// the same call is its own backward.
+void center_rows(real *x, int N, int C);
+
+// Sums over n values in a fixed order of fixed chunks: the same bits for any thread count.
+double dot_product(const real *a, const real *b, size_t n);
+double l2_norm(const real *x, size_t n);
 
 #endif

@@ -1,35 +1,168 @@
 #include "norms.h"
 #include <math.h>
+#include <string.h>
 
-#define CHANNEL_BLOCK 64
+// The block size does not change any result (each channel always sums its rows in order); it only
+// sets how many parallel tasks a parameter reduction has.
+#define CHANNEL_BLOCK 16
+// Scalar gradients are summed over this many row chunks and the partial sums added in order, so
+// they do not depend on the thread count.
+#define ROW_CHUNKS 64
+
+// Every operator here but LayerNorm maps a row elementwise as y = w * f(k * (x * r)) (+ b), with f =
+// tanh or the identity and r a per-row scale: RMSNorm r = rstd, k = 1; BHyT r = rstd, k = lambda/kappa;
+// DyT r = 1, k = alpha; CRMSNorm and QKV-norm are RMSNorm on other statistics or row layouts. One
+// description of the rows serves the backward and the parameter reduction, so they cannot drift apart.
+typedef struct {
+    int heads, ld;     // a token holds `heads` rows of C at offsets h * C; tokens are ld apart
+    const real *r;     // scale of row (n, h): r[n * r_stride + h]; r_stride 0 gives one scale for all rows
+    int r_stride;
+    const real *mean;  // LayerNorm only (same indexing), subtracted before scaling; NULL for the others
+    real k;
+    int use_tanh;
+} RowMap;
+
+// How a row's scale r depends on the input: the part of the backward beyond the elementwise map.
+typedef enum {
+    STAT_FIXED,     // r is a constant (DyT)
+    STAT_OWN,       // r = (mean(x^2) + eps)^-1/2 of the row itself
+    STAT_CRMS,      // r = ((sum x^2 + (sum x)^2) / (C+1) + eps)^-1/2, sum x saved at r[n * r_stride + 1]
+    STAT_EXTERNAL,  // r comes from another tensor's statistic: write dL/d(statistic) per token (heads = 1)
+} StatPath;
+
+static const real unit_scale = 1;
+
+static inline real map_value(real x, real r, real k, int use_tanh) {
+    real z = k * (x * r);
+    return use_tanh ? real_tanh(z) : z;
+}
+
+static inline void map_row_forward(real *y, const real *x, const real *w, const real *b, real r, real k,
+                                   int use_tanh, int C) {
+    for (int c = 0; c < C; c++) y[c] = (w ? w[c] : 1) * map_value(x[c], r, k, use_tanh) + (b ? b[c] : 0);
+}
+
+// Holds r fixed: dx += k * r * a with a = dL/dz. Returns sum(a * x * r), which is both dL/dk of the
+// row and what the path through r needs. The dx term is added in the same pass as the reduction so
+// that f' (a tanh) is evaluated once per element without scratch memory.
+static inline real map_row_backward(real *dx, const real *g, const real *x, const real *w, real r, real k,
+                                    int use_tanh, int C) {
+    real an = 0;
+    #pragma omp simd reduction(+:an)
+    for (int c = 0; c < C; c++) {
+        real n = x[c] * r;
+        real a = g[c] * (w ? w[c] : 1);
+        if (use_tanh) { real t = real_tanh(k * n); a *= 1 - t * t; }
+        an += a * n;
+        dx[c] += k * r * a;
+    }
+    return an;
+}
+
+// dx += dq * d(statistic)/dx, dq = dL/d(statistic). For a mean square (shift 0, D = C) that is
+// 2 * dq * x / C; CRMSNorm's statistic (sum x^2 + S^2) / (C+1), S = sum x, gives 2 * dq * (x + S) / (C+1).
+static inline void add_mean_square_grad(real *dx, const real *x, real dq, real shift, int D, int C) {
+    real s = 2 * dq / D;
+    for (int c = 0; c < C; c++) dx[c] += s * (x[c] + shift);
+}
+
+static inline real rms_rstd(const real *x, real eps, int C, real *mean_sq) {
+    real ss = 0;
+    #pragma omp simd reduction(+:ss)
+    for (int c = 0; c < C; c++) ss += x[c] * x[c];
+    if (mean_sq) *mean_sq = ss / C;
+    return 1 / real_sqrt(ss / C + eps);
+}
+
+static inline void row_chunk(int N, int chunk, int *n0, int *n1) {
+    *n0 = (int)((long long)N * chunk / ROW_CHUNKS);
+    *n1 = (int)((long long)N * (chunk + 1) / ROW_CHUNKS);
+}
+
+// dx += dL/dx of the rows of y = w * f(k * (x * r)), including the path through r that `stat` names;
+// writes dstat for STAT_EXTERNAL. Returns dL/dk summed over all rows (the scalar-parameter gradient).
+static double map_backward(real *dx, real *dstat, const real *dout, const real *x, const real *w, const RowMap *m,
+                           StatPath stat, int N, int C) {
+    double partial[ROW_CHUNKS];
+    #pragma omp parallel for
+    for (int chunk = 0; chunk < ROW_CHUNKS; chunk++) {
+        int n0, n1;
+        row_chunk(N, chunk, &n0, &n1);
+        double sum = 0;
+        for (int n = n0; n < n1; n++) {
+            for (int h = 0; h < m->heads; h++) {
+                size_t off = (size_t)n * m->ld + (size_t)h * C;
+                const real *r = m->r + (size_t)n * m->r_stride + h;
+                real an = map_row_backward(dx + off, dout + off, x + off, w, *r, m->k, m->use_tanh, C);
+                real dq = -m->k * *r * *r * an / 2;  // dL/ds = dL/dr * dr/ds = (k * an / r) * (-r^3 / 2)
+                switch (stat) {
+                case STAT_FIXED: break;
+                case STAT_OWN: add_mean_square_grad(dx + off, x + off, dq, 0, C, C); break;
+                case STAT_CRMS: add_mean_square_grad(dx + off, x + off, dq, r[1], C + 1, C); break;
+                case STAT_EXTERNAL: dstat[n] = dq; break;
+                }
+                sum += an;
+            }
+        }
+        partial[chunk] = sum;
+    }
+    double total = 0;
+    for (int chunk = 0; chunk < ROW_CHUNKS; chunk++) total += partial[chunk];
+    return total;
+}
+
+// dweight[c] += sum over rows of dout * (the map without its gain), dbias[c] += sum of dout; either may
+// be NULL. Parallel over channel blocks, each summing its rows in order: deterministic for any thread
+// count without scratch memory.
+static void map_param_backward(real *dweight, real *dbias, const real *dout, const real *x, const RowMap *map,
+                               int N, int C) {
+    if (!dweight && !dbias) return;
+    const RowMap m = *map;  // a local copy: stores into dweight cannot alias it, so the channel loops vectorize
+    #pragma omp parallel for
+    for (int c0 = 0; c0 < C; c0 += CHANNEL_BLOCK) {
+        int c1 = c0 + CHANNEL_BLOCK < C ? c0 + CHANNEL_BLOCK : C;
+        for (int n = 0; n < N; n++) {
+            for (int h = 0; h < m.heads; h++) {
+                size_t off = (size_t)n * m.ld + (size_t)h * C, s = (size_t)n * m.r_stride + h;
+                const real *xr = x + off, *g = dout + off;
+                real r = m.r[s], mean = m.mean ? m.mean[s] : 0;
+                if (dweight)
+                    for (int c = c0; c < c1; c++) dweight[c] += g[c] * map_value(xr[c] - mean, r, m.k, m.use_tanh);
+                if (dbias)
+                    for (int c = c0; c < c1; c++) dbias[c] += g[c];
+            }
+        }
+    }
+}
+
+// Rows of a plain (N, C) tensor whose scale is the first of two stats per row.
+static RowMap plain_rows(const real *stats, int C, real k, int use_tanh) {
+    return (RowMap){.heads = 1, .ld = C, .r = stats, .r_stride = 2, .mean = NULL, .k = k, .use_tanh = use_tanh};
+}
 
 void norm_forward(const Norm *nm, real *out, real *stats, const real *inp, int N, int C) {
     switch (nm->kind) {
     case NORM_LAYERNORM: layernorm_forward(out, stats, inp, nm->weight, nm->bias, nm->eps, N, C); return;
+    case NORM_RMSNORM: rmsnorm_forward(out, stats, inp, nm->weight, nm->bias, nm->eps, N, C); return;
+    case NORM_CRMSNORM: crmsnorm_forward(out, stats, inp, nm->eps, N, C); return;
+    case NORM_DYT: dyt_forward(out, inp, nm->scale, nm->weight, nm->bias, N, C); return;
+    case NORM_BHYT: bhyt_forward(out, stats, inp, nm->scale, nm->weight, nm->kappa, nm->eps, N, C); return;
     }
 }
 
 void norm_backward(const Norm *nm, real *dinp, const real *dout, const real *inp, const real *stats, int N, int C) {
     switch (nm->kind) {
     case NORM_LAYERNORM: layernorm_backward(dinp, nm->dweight, nm->dbias, dout, inp, stats, nm->weight, N, C); return;
-    }
-}
-
-// Parameter gradients of an elementwise affine y = w * xhat + b, summed over rows in a fixed
-// order per channel block (deterministic for any thread count). xhat is recomputed from stats.
-static void affine_param_backward(real *dweight, real *dbias, const real *dout, const real *inp,
-                                  const real *stats, int N, int C) {
-    #pragma omp parallel for
-    for (int c0 = 0; c0 < C; c0 += CHANNEL_BLOCK) {
-        int c1 = c0 + CHANNEL_BLOCK < C ? c0 + CHANNEL_BLOCK : C;
-        for (int n = 0; n < N; n++) {
-            const real *x = inp + (size_t)n * C, *g = dout + (size_t)n * C;
-            real mean = stats[2 * n], rstd = stats[2 * n + 1];
-            for (int c = c0; c < c1; c++) {
-                dweight[c] += g[c] * (x[c] - mean) * rstd;
-                if (dbias) dbias[c] += g[c];
-            }
-        }
+    case NORM_RMSNORM:
+        rmsnorm_backward(dinp, nm->dweight, nm->dbias, dout, inp, stats, nm->weight, N, C);
+        return;
+    case NORM_CRMSNORM: crmsnorm_backward(dinp, dout, inp, stats, N, C); return;
+    case NORM_DYT:
+        dyt_backward(dinp, nm->dscale, nm->dweight, nm->dbias, dout, inp, nm->scale, nm->weight, N, C);
+        return;
+    case NORM_BHYT:
+        bhyt_backward(dinp, nm->dscale, nm->dweight, dout, inp, stats, nm->scale, nm->weight, nm->kappa, N, C);
+        return;
     }
 }
 
@@ -75,5 +208,145 @@ void layernorm_backward(real *dinp, real *dweight, real *dbias, const real *dout
             dx[c] += rstd * (g[c] * weight[c] - e_mean - xhat * exh_mean);
         }
     }
-    affine_param_backward(dweight, dbias, dout, inp, stats, N, C);
+    RowMap rows = plain_rows(stats + 1, C, 1, 0);
+    rows.mean = stats;
+    map_param_backward(dweight, dbias, dout, inp, &rows, N, C);
+}
+
+// Shared by RMSNorm and the exact BHyT: stats = [rstd, mean(x^2)], y = weight * f(k * x * rstd).
+static void rms_map_forward(real *out, real *stats, const real *inp, const real *weight, const real *bias, real k,
+                            int use_tanh, real eps, int N, int C) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const real *x = inp + (size_t)n * C;
+        stats[2 * n] = rms_rstd(x, eps, C, &stats[2 * n + 1]);
+        map_row_forward(out + (size_t)n * C, x, weight, bias, stats[2 * n], k, use_tanh, C);
+    }
+}
+
+void rmsnorm_forward(real *out, real *stats, const real *inp, const real *weight, const real *bias, real eps,
+                     int N, int C) {
+    rms_map_forward(out, stats, inp, weight, bias, 1, 0, eps, N, C);
+}
+
+void rmsnorm_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp, const real *stats,
+                      const real *weight, int N, int C) {
+    RowMap rows = plain_rows(stats, C, 1, 0);
+    map_backward(dinp, NULL, dout, inp, weight, &rows, STAT_OWN, N, C);
+    map_param_backward(weight ? dweight : NULL, dbias, dout, inp, &rows, N, C);
+}
+
+void crmsnorm_forward(real *out, real *stats, const real *inp, real eps, int N, int C) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const real *x = inp + (size_t)n * C;
+        real s = 0, ss = 0;
+        #pragma omp simd reduction(+:s, ss)
+        for (int c = 0; c < C; c++) { s += x[c]; ss += x[c] * x[c]; }
+        real rstd = 1 / real_sqrt((ss + s * s) / (C + 1) + eps);
+        map_row_forward(out + (size_t)n * C, x, NULL, NULL, rstd, 1, 0, C);
+        stats[2 * n] = rstd;
+        stats[2 * n + 1] = s;
+    }
+}
+
+void crmsnorm_backward(real *dinp, const real *dout, const real *inp, const real *stats, int N, int C) {
+    RowMap rows = plain_rows(stats, C, 1, 0);
+    map_backward(dinp, NULL, dout, inp, NULL, &rows, STAT_CRMS, N, C);
+}
+
+void dyt_forward(real *out, const real *inp, const real *alpha, const real *weight, const real *bias, int N, int C) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++)
+        map_row_forward(out + (size_t)n * C, inp + (size_t)n * C, weight, bias, 1, *alpha, 1, C);
+}
+
+void dyt_backward(real *dinp, real *dalpha, real *dweight, real *dbias, const real *dout, const real *inp,
+                  const real *alpha, const real *weight, int N, int C) {
+    RowMap rows = {.heads = 1, .ld = C, .r = &unit_scale, .r_stride = 0, .mean = NULL, .k = *alpha, .use_tanh = 1};
+    double dk = map_backward(dinp, NULL, dout, inp, weight, &rows, STAT_FIXED, N, C);
+    if (dalpha) *dalpha += (real)dk;
+    map_param_backward(weight ? dweight : NULL, dbias, dout, inp, &rows, N, C);
+}
+
+void bhyt_forward(real *out, real *stats, const real *inp, const real *lambda, const real *weight, real kappa,
+                  real eps, int N, int C) {
+    rms_map_forward(out, stats, inp, weight, NULL, *lambda / kappa, 1, eps, N, C);
+}
+
+void bhyt_backward(real *dinp, real *dlambda, real *dweight, const real *dout, const real *inp, const real *stats,
+                   const real *lambda, const real *weight, real kappa, int N, int C) {
+    RowMap rows = plain_rows(stats, C, *lambda / kappa, 1);
+    double dk = map_backward(dinp, NULL, dout, inp, weight, &rows, STAT_OWN, N, C);
+    if (dlambda) *dlambda += (real)(dk / kappa);
+    map_param_backward(weight ? dweight : NULL, NULL, dout, inp, &rows, N, C);
+}
+
+void bhyt_shared_forward(real *out, real *rstd2, const real *h, const real *site1_stats, real correction,
+                         const real *lambda, const real *weight, real kappa, real eps, int N, int C) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        rstd2[n] = 1 / real_sqrt(site1_stats[2 * n + 1] + correction + eps);
+        map_row_forward(out + (size_t)n * C, h + (size_t)n * C, weight, NULL, rstd2[n], *lambda / kappa, 1, C);
+    }
+}
+
+void bhyt_shared_backward(real *dh, real *dmean_sq, real *dlambda, real *dweight, const real *dout, const real *h,
+                          const real *rstd2, const real *lambda, const real *weight, real kappa, int N, int C) {
+    RowMap rows = {.heads = 1, .ld = C, .r = rstd2, .r_stride = 1, .mean = NULL, .k = *lambda / kappa, .use_tanh = 1};
+    double dk = map_backward(dh, dmean_sq, dout, h, weight, &rows, STAT_EXTERNAL, N, C);
+    if (dlambda) *dlambda += (real)(dk / kappa);
+    map_param_backward(weight ? dweight : NULL, NULL, dout, h, &rows, N, C);
+}
+
+void mean_square_backward(real *dx, const real *dmean_sq, const real *x, int N, int C) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) add_mean_square_grad(dx + (size_t)n * C, x + (size_t)n * C, dmean_sq[n], 0, C, C);
+}
+
+// The three projections of a qkv row: first head, head count and gain.
+typedef struct { int head0, heads; const real *gain; real *dgain; } QkvPart;
+
+static void qkv_parts(QkvPart parts[3], int H, int Hkv, const real *gq, const real *gk, const real *gv,
+                      real *dgq, real *dgk, real *dgv) {
+    parts[0] = (QkvPart){0, H, gq, dgq};
+    parts[1] = (QkvPart){H, Hkv, gk, dgk};
+    parts[2] = (QkvPart){H + Hkv, Hkv, gv, dgv};
+}
+
+void qkvnorm_forward(real *out, real *stats, const real *qkv, const real *gq, const real *gk, const real *gv,
+                     real eps, int N, int H, int Hkv, int hs) {
+    QkvPart parts[3];
+    qkv_parts(parts, H, Hkv, gq, gk, gv, NULL, NULL, NULL);
+    int heads = H + 2 * Hkv;
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        for (int p = 0; p < 3; p++) {
+            for (int h = parts[p].head0; h < parts[p].head0 + parts[p].heads; h++) {
+                size_t off = ((size_t)n * heads + h) * hs;
+                real rstd = rms_rstd(qkv + off, eps, hs, NULL);
+                stats[(size_t)n * heads + h] = rstd;
+                map_row_forward(out + off, qkv + off, parts[p].gain, NULL, rstd, 1, 0, hs);
+            }
+        }
+    }
+}
+
+void qkvnorm_backward(real *dqkv, real *dgq, real *dgk, real *dgv, const real *dout, const real *qkv,
+                      const real *stats, const real *gq, const real *gk, const real *gv,
+                      int N, int H, int Hkv, int hs) {
+    QkvPart parts[3];
+    qkv_parts(parts, H, Hkv, gq, gk, gv, dgq, dgk, dgv);
+    int heads = H + 2 * Hkv;
+    size_t width = (size_t)heads * hs;
+    // The API overwrites dqkv, while the shared row backward accumulates: start from zero.
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) memset(dqkv + n * width, 0, width * sizeof(real));
+    for (int p = 0; p < 3; p++) {
+        size_t off = (size_t)parts[p].head0 * hs;
+        RowMap rows = {.heads = parts[p].heads, .ld = (int)width, .r = stats + parts[p].head0, .r_stride = heads,
+                       .mean = NULL, .k = 1, .use_tanh = 0};
+        map_backward(dqkv + off, NULL, dout + off, qkv + off, parts[p].gain, &rows, STAT_OWN, N, hs);
+        map_param_backward(parts[p].gain ? parts[p].dgain : NULL, NULL, dout + off, qkv + off, &rows, N, hs);
+    }
 }

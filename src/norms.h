@@ -1,31 +1,82 @@
 // Normalization operators, each a forward/backward pair side by side. A block holds its norms as
 // `Norm` values, so a block's placement code never needs to know which operator it is calling.
-// Shapes: N rows (tokens) of C features; statistics are per row.
+// Shapes: N rows (tokens) of C features; statistics are per row. Every backward ACCUMULATES (+=)
+// into dinp and into the parameter gradients. Formulas: ../shared/research/norms.md section 1.
 #ifndef NORMGPT_NORMS_H
 #define NORMGPT_NORMS_H
 #include "common.h"
 
-typedef enum { NORM_LAYERNORM } NormKind;
+typedef enum { NORM_LAYERNORM, NORM_RMSNORM, NORM_CRMSNORM, NORM_DYT, NORM_BHYT } NormKind;
 
 typedef struct {
     NormKind kind;
-    real eps;
-    real *weight, *bias;    // parameters (gain, C; bias, C or NULL)
-    real *dweight, *dbias;  // their gradients, same layout
+    real eps;               // LayerNorm, RMSNorm, CRMSNorm, BHyT
+    real kappa;             // BHyT bound (fixed, default 10)
+    real *weight, *bias;    // gain (C) or NULL (affine-free), bias (C) or NULL
+    real *scale;            // learnable scalar: DyT alpha, BHyT lambda; NULL for the others
+    real *dweight, *dbias, *dscale;  // their gradients, same layout
 } Norm;
 
-// Reals of saved statistics per row (what the backward needs besides the input).
+// Reals of saved statistics per row (what a backward needs besides its input).
 #define NORM_STATS_PER_ROW 2
 
 // out (N,C) = norm(inp (N,C)); stats (N * NORM_STATS_PER_ROW) saved for the backward.
 void norm_forward(const Norm *nm, real *out, real *stats, const real *inp, int N, int C);
-// dinp (N,C) += d/dinp; dweight, dbias += their gradients.
+// dinp (N,C) += d/dinp; parameter gradients +=.
 void norm_backward(const Norm *nm, real *dinp, const real *dout, const real *inp, const real *stats, int N, int C);
 
-// LayerNorm: y = (x - mean) / sqrt(var + eps) * weight + bias. stats per row: mean, rstd.
+// LayerNorm: y = (x - mean) * rstd * weight + bias, rstd = (var + eps)^-1/2. stats: mean, rstd.
 void layernorm_forward(real *out, real *stats, const real *inp, const real *weight, const real *bias,
                        real eps, int N, int C);
 void layernorm_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
                         const real *stats, const real *weight, int N, int C);
+
+// RMSNorm: y = x * rstd * weight + bias, rstd = (mean(x^2) + eps)^-1/2; weight may be NULL (no
+// gain), bias is NULL except in the zero-mean-stream model, where it makes RMSNorm equal LayerNorm.
+// stats: rstd, mean(x^2).
+void rmsnorm_forward(real *out, real *stats, const real *inp, const real *weight, const real *bias, real eps,
+                     int N, int C);
+void rmsnorm_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp, const real *stats,
+                      const real *weight, int N, int C);
+
+// CRMSNorm on a compressed (C = d-1 wide) zero-mean stream: the implicit d-th feature is -sum(x),
+// so rstd = ((sum x^2 + (sum x)^2) / (C+1) + eps)^-1/2 and y = x * rstd (no affine).
+// stats: rstd, sum(x).
+void crmsnorm_forward(real *out, real *stats, const real *inp, real eps, int N, int C);
+void crmsnorm_backward(real *dinp, const real *dout, const real *inp, const real *stats, int N, int C);
+
+// DyT: y = weight * tanh(alpha * x) + bias; alpha one learnable scalar; bias may be NULL. No stats.
+void dyt_forward(real *out, const real *inp, const real *alpha, const real *weight, const real *bias, int N, int C);
+void dyt_backward(real *dinp, real *dalpha, real *dweight, real *dbias, const real *dout, const real *inp,
+                  const real *alpha, const real *weight, int N, int C);
+
+// BHyT, exact form: y = weight * tanh(lambda/kappa * x * rstd), rstd = (mean(x^2) + eps)^-1/2.
+// stats: rstd, mean(x^2) (the block statistic the second site reuses).
+void bhyt_forward(real *out, real *stats, const real *inp, const real *lambda, const real *weight, real kappa,
+                  real eps, int N, int C);
+void bhyt_backward(real *dinp, real *dlambda, real *dweight, const real *dout, const real *inp, const real *stats,
+                   const real *lambda, const real *weight, real kappa, int N, int C);
+
+// BHyT, approximate (second) site of a block: scales h by the block INPUT's statistic plus a
+// weight-derived correction instead of h's own: y = weight * tanh(lambda/kappa * h * rstd2),
+// rstd2 = (mean_sq_x + correction + eps)^-1/2, where mean_sq_x is mean(x^2) of the block input x,
+// read from the site-1 stats (site1_stats[2n+1], as written by bhyt_forward). rstd2 (N) is saved.
+// The backward adds to dh and the parameter gradients, and writes dmean_sq (N, overwritten) =
+// dL/d mean_sq_x, which the block routes to x with mean_square_backward.
+void bhyt_shared_forward(real *out, real *rstd2, const real *h, const real *site1_stats, real correction,
+                         const real *lambda, const real *weight, real kappa, real eps, int N, int C);
+void bhyt_shared_backward(real *dh, real *dmean_sq, real *dlambda, real *dweight, const real *dout, const real *h,
+                          const real *rstd2, const real *lambda, const real *weight, real kappa, int N, int C);
+// dx (N,C) += d mean(x^2) / dx * dmean_sq = (2/C) * dmean_sq[n] * x.
+void mean_square_backward(real *dx, const real *dmean_sq, const real *x, int N, int C);
+
+// QKV-norm (HybridNorm): RMSNorm over each head's hs features of q (H heads), k and v (Hkv heads
+// each), with one gain of size hs per projection shared across heads. qkv rows are tokens laid
+// out [q: H*hs | k: Hkv*hs | v: Hkv*hs]. stats: N * (H + 2*Hkv) rstd values.
+void qkvnorm_forward(real *out, real *stats, const real *qkv, const real *gq, const real *gk, const real *gv,
+                     real eps, int N, int H, int Hkv, int hs);
+// dqkv overwritten (not accumulated); dgq, dgk, dgv +=.
+void qkvnorm_backward(real *dqkv, real *dgq, real *dgk, real *dgv, const real *dout, const real *qkv,
+                      const real *stats, const real *gq, const real *gk, const real *gv, int N, int H, int Hkv, int hs);
 
 #endif

@@ -23,6 +23,7 @@ void adamw_step(AdamW *opt, GPT *model, double lr, double grad_scale, double bet
     real v_corr = (real)(1.0 / (1.0 - pow(beta2, (double)opt->t)));
     for (int i = 0; i < model->n_tensors; i++) {
         const ParamTensor *t = &model->tensors[i];
+        if (!t->trainable) continue;
         real *p = model->params + t->offset, *g = model->grads + t->offset;
         real *m = opt->m + t->offset, *v = opt->v + t->offset;
         real decay = (real)(t->decay ? 1.0 - lr * weight_decay : 1.0);
@@ -51,22 +52,6 @@ double lr_schedule(const Config *c, long s) {
     double progress = (double)(s - decay_start + 1) / (double)span;  // reaches 1 at the last step
     double shape = !strcmp(kind, "cosine") ? 0.5 * (1.0 + cos(M_PI * progress)) : 1.0 - progress;
     return c->min_lr + shape * (c->lr - c->min_lr);
-}
-
-#define NORM_CHUNKS 256
-
-double l2_norm(const real *x, size_t n) {
-    double partial[NORM_CHUNKS];
-    #pragma omp parallel for
-    for (int c = 0; c < NORM_CHUNKS; c++) {
-        size_t lo = n * c / NORM_CHUNKS, hi = n * (c + 1) / NORM_CHUNKS;
-        double s = 0;
-        for (size_t i = lo; i < hi; i++) s += (double)x[i] * x[i];
-        partial[c] = s;
-    }
-    double total = 0;
-    for (int c = 0; c < NORM_CHUNKS; c++) total += partial[c];
-    return sqrt(total);
 }
 
 double clip_scale(double norm, double max_norm) {

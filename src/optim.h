@@ -3,6 +3,7 @@
 #define NORMGPT_OPTIM_H
 #include "common.h"
 #include "config.h"
+#include "kernels.h"
 #include "model.h"
 
 typedef struct {
@@ -20,8 +21,6 @@ void adamw_step(AdamW *opt, GPT *model, double lr, double grad_scale, double bet
 
 // Learning rate for optimizer step `s` (0-based) under the configured schedule.
 double lr_schedule(const Config *c, long s);
-// L2 norm of n values, summed in a fixed order whatever the thread count.
-double l2_norm(const real *x, size_t n);
 // Scale factor that clips a gradient of norm `norm` to `max_norm` (1 when max_norm is 0 = off).
 double clip_scale(double norm, double max_norm);
 

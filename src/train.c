@@ -137,7 +137,7 @@ static double measure_sgemm_peak(void) {
 
 static void print_machine(int threads) {
     const char *coretype = getenv("OPENBLAS_CORETYPE");
-    printf("threads: %d (OpenMP; OpenBLAS %s, core %s%s%s)\n", threads, openblas_get_config(),
+    printf("threads: %d, one OpenMP pool shared with %s; sgemm core %s%s%s\n", threads, openblas_get_config(),
            openblas_get_corename(), coretype ? ", forced by OPENBLAS_CORETYPE=" : "", coretype ? coretype : "");
 }
 
@@ -231,8 +231,12 @@ int main(int argc, char **argv) {
     Rng sample_rng = {st.sample_rng};
     double flops_per_token = gpt_flops_per_token(&model, T);
     double peak = measure_sgemm_peak();
-    printf("model: %zu parameters (%.2fM), %d layers, %d heads, %d channels\n", model.n_params,
-           model.n_params / 1e6, model.L, model.H, model.C);
+    printf("model: %zu parameters (%.2fM), %d layers, %d heads (%d kv), %d channels\n", model.n_params,
+           model.n_params / 1e6, model.L, model.H, model.Hkv, model.C);
+    gpt_print_blocks(&model, stdout);
+    // BHyT's c follows the weights about 50 times per run (every max(1, min(1000, steps/50)) steps).
+    long bhyt_refresh = cfg.bhyt_refresh > 0 ? cfg.bhyt_refresh : cfg.steps / 50 < 1 ? 1 : cfg.steps / 50 > 1000 ? 1000
+                                                                                    : cfg.steps / 50;
     printf("step: %ld tokens = %d x %d x %ld micro-batches; %.1f MFLOP/token; memory %.1f MiB\n",
            cfg.total_batch_tokens, B, T, accum, flops_per_token / 1e6, gpt_memory_bytes(&model) / 1048576.0);
     printf("sgemm peak measured now: %.1f GFLOP/s\n", peak / 1e9);
@@ -270,6 +274,7 @@ int main(int argc, char **argv) {
         double lr = lr_schedule(&cfg, step - 1);
         adamw_step(&opt, &model, lr, clip_scale(grad_norm, cfg.grad_clip), cfg.beta1, cfg.beta2, cfg.eps,
                    cfg.weight_decay);
+        if (gpt_has_bhyt(&model) && step % bhyt_refresh == 0) gpt_refresh_bhyt(&model);
         double ms = 1e3 * (now_seconds() - t0);
         ema_ms = step == first_step ? ms : 0.9 * ema_ms + 0.1 * ms;
         double tok_s = cfg.total_batch_tokens / (ms / 1e3);

@@ -96,28 +96,202 @@ static void test_matmul_backward(void) {
     CHECK(!gradcheck("dresidual", k.res, N * OC, k.R, matmul_loss, &k), "matmul residual passes dout through");
 }
 
-// --- causal attention
-typedef struct { real qkv[N * 3 * C], out[N * C], att[B * H * T * T], R[N * C]; } AttentionCase;
+// --- causal attention, grouped-query. One case type sized for the largest shape used.
+enum { AH = 4, AHS = 4, AW = 3 * AH * AHS, AC = AH * AHS };
+typedef struct {
+    int H, Hkv, hs;
+    real qkv[N * AW], out[N * AC], att[B * AH * T * T], R[N * AC];
+} AttentionCase;
+static int attention_width(const AttentionCase *k) { return (k->H + 2 * k->Hkv) * k->hs; }
 static double attention_loss(void *p) {
     AttentionCase *k = p;
-    attention_forward(k->out, k->att, k->qkv, B, T, C, H);
-    return dot(k->out, k->R, N * C);
+    attention_forward(k->out, k->att, k->qkv, B, T, k->H, k->Hkv, k->hs);
+    return dot(k->out, k->R, (size_t)N * k->H * k->hs);
+}
+static void attention_case(AttentionCase *k, int H_, int Hkv, int hs, uint64_t seed) {
+    Rng r = rng_stream(1, seed);
+    k->H = H_, k->Hkv = Hkv, k->hs = hs;
+    fill_normal(k->qkv, (size_t)N * attention_width(k), 1, &r);
+    fill_normal(k->R, (size_t)N * H_ * hs, 1, &r);
+}
+static void attention_grad(real *dqkv, AttentionCase *k) {
+    static real scratch[64 * T * T];
+    attention_loss(k);
+    attention_backward(dqkv, scratch, k->R, k->qkv, k->att, B, T, k->H, k->Hkv, k->hs);
+}
+static void check_attention_backward(AttentionCase *k) {
+    static real dqkv[N * AW];
+    attention_grad(dqkv, k);
+    CHECK(!gradcheck("dqkv", k->qkv, (size_t)N * attention_width(k), dqkv, attention_loss, k),
+          "attention dqkv (H %d, Hkv %d)", k->H, k->Hkv);
+    // causality: output at t = 0 depends only on token 0 (its value vector)
+    attention_loss(k);
+    real before = k->out[0];
+    k->qkv[(T - 1) * attention_width(k) + (k->H + k->Hkv) * k->hs] += 1;  // a later token's value
+    attention_loss(k);
+    CHECK(k->out[0] == before, "position 0 sees the future");
 }
 static void test_attention_backward(void) {
     static AttentionCase k;
-    Rng r = rng_stream(1, 103);
-    fill_normal(k.qkv, N * 3 * C, 1, &r);
-    fill_normal(k.R, N * C, 1, &r);
-    static real dqkv[N * 3 * C], scratch[64 * T * T];
+    attention_case(&k, H, H, C / H, 103);
+    check_attention_backward(&k);
+}
+static void test_gqa_attention_backward(void) {
+    static AttentionCase k;
+    attention_case(&k, 4, 2, 4, 106);
+    check_attention_backward(&k);
+}
+
+// Plain multi-head attention written directly from the definition, qkv (B,T,3C) = [q | k | v].
+static void reference_attention(real *out, const real *qkv, int H_, int hs) {
+    int C_ = H_ * hs;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H_; h++)
+            for (int t = 0; t < T; t++) {
+                const real *q = qkv + ((size_t)b * T + t) * 3 * C_ + h * hs;
+                double w[T], sum = 0;
+                for (int s = 0; s <= t; s++) {
+                    w[s] = exp(dot(q, qkv + ((size_t)b * T + s) * 3 * C_ + C_ + h * hs, hs) / sqrt(hs));
+                    sum += w[s];
+                }
+                for (int i = 0; i < hs; i++) {
+                    double o = 0;
+                    for (int s = 0; s <= t; s++) o += w[s] / sum * qkv[((size_t)b * T + s) * 3 * C_ + 2 * C_ + h * hs + i];
+                    out[((size_t)b * T + t) * C_ + h * hs + i] = (real)o;
+                }
+            }
+}
+static void test_gqa_without_sharing_is_plain_attention(void) {
+    static AttentionCase k;
+    static real expect[N * AC];
+    attention_case(&k, 4, 4, 4, 107);
     attention_loss(&k);
-    attention_backward(dqkv, scratch, k.R, k.qkv, k.att, B, T, C, H);
-    CHECK(!gradcheck("dqkv", k.qkv, N * 3 * C, dqkv, attention_loss, &k), "attention dqkv");
-    // causality: output at t = 0 depends only on token 0 (its value vector)
-    attention_loss(&k);
-    real before = k.out[0];
-    k.qkv[(T - 1) * 3 * C + 2 * C] += 1;  // a later token's value
-    attention_loss(&k);
-    CHECK(k.out[0] == before, "position 0 sees the future");
+    reference_attention(expect, k.qkv, 4, 4);
+    double worst = 0;
+    for (int i = 0; i < N * AC; i++) worst = fmax(worst, fabs(k.out[i] - expect[i]));
+    CHECK(worst < 1e-12, "Hkv == H differs from plain attention by %g", worst);
+}
+
+// Hkv = 2 of H = 4 must equal Hkv = 4 with each kv head written out twice; in the backward, the
+// shared head's dk and dv must be the sums over the copies it stands for.
+static void test_gqa_equals_duplicated_heads(void) {
+    enum { GH = 4, GKV = 2, GHS = 4, GROUP = GH / GKV };
+    static AttentionCase shared, wide;
+    static real dshared[N * AW], dwide[N * AW];
+    attention_case(&shared, GH, GKV, GHS, 108);
+    wide.H = wide.Hkv = GH, wide.hs = GHS;
+    memcpy(wide.R, shared.R, sizeof wide.R);
+    int sw = attention_width(&shared), ww = attention_width(&wide);
+    for (int n = 0; n < N; n++) {
+        const real *src = shared.qkv + (size_t)n * sw;
+        real *dst = wide.qkv + (size_t)n * ww;
+        memcpy(dst, src, GH * GHS * sizeof(real));  // q
+        for (int h = 0; h < GH; h++)
+            for (int part = 1; part <= 2; part++)  // k, v
+                memcpy(dst + ((part == 1 ? GH : 2 * GH) + h) * GHS,
+                       src + (GH + (part - 1) * GKV + h / GROUP) * GHS, GHS * sizeof(real));
+    }
+    attention_grad(dshared, &shared);
+    attention_grad(dwide, &wide);
+    double worst = 0;
+    for (int i = 0; i < N * GH * GHS; i++) worst = fmax(worst, fabs(shared.out[i] - wide.out[i]));
+    CHECK(worst < 1e-12, "outputs differ by %g", worst);
+    worst = 0;
+    for (int n = 0; n < N; n++) {
+        const real *ds = dshared + (size_t)n * sw, *dw = dwide + (size_t)n * ww;
+        for (int i = 0; i < GH * GHS; i++) worst = fmax(worst, fabs(ds[i] - dw[i]));  // dq
+        for (int part = 1; part <= 2; part++)
+            for (int kvh = 0; kvh < GKV; kvh++)
+                for (int i = 0; i < GHS; i++) {
+                    double sum = 0;
+                    for (int j = 0; j < GROUP; j++) sum += dw[((part == 1 ? GH : 2 * GH) + kvh * GROUP + j) * GHS + i];
+                    worst = fmax(worst, fabs(ds[(GH + (part - 1) * GKV + kvh) * GHS + i] - sum));
+                }
+    }
+    CHECK(worst < 1e-12, "gradients differ by %g", worst);
+}
+
+// --- RoPE
+enum { RH = 2, RKV = 1, RHS = 8, RW = (RH + 2 * RKV) * RHS, RMAXT = 16 };
+#define ROPE_THETA 10000.0
+typedef struct { real x[N * RW], qkv[N * RW], R[N * RW], cos_t[RMAXT * RHS / 2], sin_t[RMAXT * RHS / 2]; } RopeCase;
+static double rope_loss(void *p) {
+    RopeCase *k = p;
+    memcpy(k->qkv, k->x, sizeof k->qkv);
+    rope_forward(k->qkv, k->cos_t, k->sin_t, B, T, RH, RKV, RHS);
+    return dot(k->qkv, k->R, N * RW);
+}
+static void test_rope_backward(void) {
+    static RopeCase k;
+    Rng r = rng_stream(1, 109);
+    rope_tables(k.cos_t, k.sin_t, RMAXT, RHS, ROPE_THETA);
+    fill_normal(k.x, N * RW, 1, &r);
+    fill_normal(k.R, N * RW, 1, &r);
+    static real dx[N * RW];
+    memcpy(dx, k.R, sizeof dx);
+    rope_backward(dx, k.cos_t, k.sin_t, B, T, RH, RKV, RHS);
+    CHECK(!gradcheck("dqkv", k.x, N * RW, dx, rope_loss, &k), "rope dqkv");
+    rope_loss(&k);
+    for (int n = 0; n < N; n++)
+        CHECK(!memcmp(k.qkv + n * RW + (RH + RKV) * RHS, k.x + n * RW + (RH + RKV) * RHS, RKV * RHS * sizeof(real)),
+              "v of token %d changed", n);
+    // The convention: pair (0, hs/2) has frequency 1, so a unit q at position t reads (cos t, sin t);
+    // pair 1 has frequency theta^(-2/hs).
+    memset(k.x, 0, sizeof k.x);
+    k.x[3 * RW] = 1;
+    rope_loss(&k);
+    CHECK(fabs(k.qkv[3 * RW] - cos(3)) < 1e-15 && fabs(k.qkv[3 * RW + RHS / 2] - sin(3)) < 1e-15,
+          "unit q at t=3 -> (%g, %g)", (double)k.qkv[3 * RW], (double)k.qkv[3 * RW + RHS / 2]);
+    CHECK(fabs(k.cos_t[3 * RHS / 2 + 1] - cos(3 * pow(ROPE_THETA, -2.0 / RHS))) < 1e-15, "rope table frequency");
+}
+
+// The point of RoPE: after rotation q_t . k_u depends only on t - u. One batch row carrying the
+// same q and k at every position makes every (t, u) pair comparable.
+static void test_rope_relative_positions(void) {
+    enum { PT = RMAXT };
+    static real qkv[PT * RW], cos_t[RMAXT * RHS / 2], sin_t[RMAXT * RHS / 2];
+    real q[RHS], kv[RHS];
+    Rng r = rng_stream(1, 110);
+    fill_normal(q, RHS, 1, &r);
+    fill_normal(kv, RHS, 1, &r);
+    for (int t = 0; t < PT; t++) {
+        memcpy(qkv + t * RW, q, sizeof q);  // query head 0
+        memcpy(qkv + t * RW + RH * RHS, kv, sizeof kv);  // kv head 0
+    }
+    rope_tables(cos_t, sin_t, RMAXT, RHS, ROPE_THETA);
+    rope_forward(qkv, cos_t, sin_t, 1, PT, RH, RKV, RHS);
+    double worst = 0;
+    for (int t = 0; t < PT; t++)
+        for (int u = 0; u < PT; u++)
+            for (int s = 1; t + s < PT && u + s < PT; s++) {
+                double a = dot(qkv + t * RW, qkv + u * RW + RH * RHS, RHS);
+                double b = dot(qkv + (t + s) * RW, qkv + (u + s) * RW + RH * RHS, RHS);
+                worst = fmax(worst, fabs(a - b));
+            }
+    CHECK(worst < 1e-12, "q.k depends on absolute position: off by %g", worst);
+    double d0 = dot(qkv, qkv + RH * RHS, RHS), d1 = dot(qkv + RW, qkv + RH * RHS, RHS);
+    CHECK(fabs(d0 - d1) > 1e-3, "rotation had no effect (%g vs %g)", d0, d1);
+}
+
+// --- SwiGLU
+enum { SF = 6 };
+typedef struct { real x[N * 2 * SF], out[N * SF], R[N * SF]; } SwigluCase;
+static double swiglu_loss(void *p) {
+    SwigluCase *k = p;
+    swiglu_forward(k->out, k->x, N, SF);
+    return dot(k->out, k->R, N * SF);
+}
+static void test_swiglu_backward(void) {
+    static SwigluCase k;
+    Rng r = rng_stream(1, 111);
+    fill_normal(k.x, N * 2 * SF, 2, &r);
+    fill_normal(k.R, N * SF, 1, &r);
+    static real dx[N * 2 * SF];
+    swiglu_backward(dx, k.R, k.x, N, SF);
+    CHECK(!gradcheck("dinp", k.x, N * 2 * SF, dx, swiglu_loss, &k), "swiglu dinp");
+    real row[2] = {1, 2}, y;  // gate 1, up 2: 2 * 1 / (1 + e^-1)
+    swiglu_forward(&y, row, 1, 1);
+    CHECK(fabs(y - 1.4621171572600098) < 1e-12, "swiglu(1, 2) = %.16g", (double)y);
 }
 
 // --- GELU
@@ -174,6 +348,12 @@ const TestCase kernel_tests[] = {
     {"layernorm backward (finite differences)", test_layernorm_backward},
     {"matmul backward (finite differences)", test_matmul_backward},
     {"attention backward (finite differences)", test_attention_backward},
+    {"gqa attention backward (finite differences)", test_gqa_attention_backward},
+    {"gqa attention: Hkv == H is plain attention", test_gqa_without_sharing_is_plain_attention},
+    {"gqa attention equals duplicated kv heads", test_gqa_equals_duplicated_heads},
+    {"rope backward (finite differences)", test_rope_backward},
+    {"rope: q.k depends on relative position", test_rope_relative_positions},
+    {"swiglu backward (finite differences)", test_swiglu_backward},
     {"gelu backward (finite differences)", test_gelu_backward},
     {"cross-entropy backward (finite differences)", test_crossentropy_backward},
     {NULL, NULL},

@@ -21,6 +21,8 @@ static Config tiny_config(int bias, int tied) {
     c.total_batch_tokens = 10;
     c.bias = bias;
     c.tie_embeddings = tied;
+    c.top_k = 0;
+    config_validate(&c);
     return c;
 }
 
@@ -31,13 +33,17 @@ static double model_loss(void *p) {
     return gpt_forward(k->m, k->inputs, k->targets, k->B, k->T);
 }
 
-static void check_model_gradients(int bias, int tied) {
-    Config c = tiny_config(bias, tied);
+// Check every trainable parameter of the model `c` describes against finite differences.
+static void check_model_gradients(Config c, const char *label) {
+    config_validate(&c);
     GPT m;
     gpt_build(&m, &c);
     gpt_init(&m, 7);
     Rng r = rng_stream(7, 200);
     for (size_t i = 0; i < m.n_params; i++) m.params[i] += (real)(0.1 * rng_normal(&r));  // gains != 1, biases != 0
+    // BHyT's correction uses a stop-gradient lambda1 that finite differences cannot separate, so
+    // the model check runs with c = 0; the correction itself is checked in the norm tests.
+    for (int l = 0; l < m.L; l++) if (m.blocks[l].bhyt_c) *m.blocks[l].bhyt_c = 0;
     ModelCase k = {.m = &m, .B = 2, .T = 4};  // T below seq_len: buffers are used as prefixes
     for (int i = 0; i < k.B * k.T; i++) {
         k.inputs[i] = (int)rng_below(&r, c.vocab_size);
@@ -50,15 +56,162 @@ static void check_model_gradients(int bias, int tied) {
     memcpy(analytic, m.grads, m.n_params * sizeof(real));
     for (int t = 0; t < m.n_tensors; t++) {
         const ParamTensor *pt = &m.tensors[t];
+        if (!pt->trainable) continue;
         CHECK(!gradcheck(pt->name, m.params + pt->offset, pt->size, analytic + pt->offset, model_loss, &k),
-              "model gradient of %s (bias=%d tied=%d)", pt->name, bias, tied);
+              "%s: gradient of %s", label, pt->name);
     }
     free(analytic);
     gpt_free(&m);
 }
 
-static void test_model_gradients(void) { check_model_gradients(1, 1); }
-static void test_model_gradients_untied_nobias(void) { check_model_gradients(0, 0); }
+static void test_model_gradients(void) { check_model_gradients(tiny_config(1, 1), "gpt-2 pre-ln"); }
+static void test_model_gradients_untied_nobias(void) { check_model_gradients(tiny_config(0, 0), "untied, no bias"); }
+
+// Every placement with every norm operator it can take.
+static void test_model_gradients_norm_matrix(void) {
+    static const char *placements[] = {"pre", "post", "mix", "hybrid", "hybrid_star"};
+    static const char *norms[] = {"layernorm", "rmsnorm", "dyt", "bhyt"};
+    for (size_t p = 0; p < sizeof placements / sizeof *placements; p++) {
+        for (size_t n = 0; n < sizeof norms / sizeof *norms; n++) {
+            Config c = tiny_config(1, 1);
+            c.n_layer = 3;
+            c.n_blocks = 0;
+            snprintf(c.placement, sizeof c.placement, "%s", placements[p]);
+            snprintf(c.norm, sizeof c.norm, "%s", norms[n]);
+            snprintf(c.final_norm, sizeof c.final_norm, "auto");
+            c.mix_ratio = 0.34;  // one post block of three
+            char label[64];
+            snprintf(label, sizeof label, "%s/%s", placements[p], norms[n]);
+            check_model_gradients(c, label);
+        }
+    }
+    static const char *bhyt_placements[] = {"bhyt", "bhyt_star"};
+    for (int p = 0; p < 2; p++) {
+        Config c = tiny_config(1, 1);
+        c.n_blocks = 0;
+        snprintf(c.placement, sizeof c.placement, "%s", bhyt_placements[p]);
+        snprintf(c.norm, sizeof c.norm, "bhyt");
+        snprintf(c.final_norm, sizeof c.final_norm, "bhyt");
+        c.bhyt_final_lambda = 1.5;
+        check_model_gradients(c, bhyt_placements[p]);
+    }
+    Config crms = tiny_config(1, 1);
+    crms.n_blocks = 0;
+    snprintf(crms.norm, sizeof crms.norm, "crmsnorm");
+    snprintf(crms.final_norm, sizeof crms.final_norm, "auto");
+    check_model_gradients(crms, "pre/crmsnorm");
+}
+
+// The architecture options, each on top of a different block type.
+static void test_model_gradients_options(void) {
+    Config c = tiny_config(0, 1);
+    snprintf(c.ffn, sizeof c.ffn, "swiglu");
+    c.ffn_hidden = 12;
+    check_model_gradients(c, "swiglu");
+    c = tiny_config(1, 0);
+    snprintf(c.pos, sizeof c.pos, "rope");
+    c.n_head = 4;
+    c.n_kv_head = 2;
+    c.n_blocks = 0;
+    snprintf(c.placement, sizeof c.placement, "hybrid");
+    snprintf(c.norm, sizeof c.norm, "rmsnorm");
+    snprintf(c.final_norm, sizeof c.final_norm, "auto");
+    check_model_gradients(c, "rope + gqa + hybrid");
+    c = tiny_config(0, 1);
+    c.embed_scale = 1;
+    c.n_blocks = 0;
+    snprintf(c.norm, sizeof c.norm, "dyt");
+    snprintf(c.final_norm, sizeof c.final_norm, "auto");
+    check_model_gradients(c, "dyt + embedding scale");
+    c = tiny_config(1, 1);
+    snprintf(c.final_norm, sizeof c.final_norm, "none");
+    check_model_gradients(c, "no final norm");
+    c = tiny_config(1, 1);
+    c.n_blocks = 0;
+    config_apply_override(&c, "model.blocks=[{\"placement\":\"post\",\"norm\":\"dyt\"},"
+                              "{\"placement\":\"hybrid_star\",\"norm\":\"rmsnorm\"}]");
+    check_model_gradients(c, "per-block table");
+}
+
+// Jiang et al.: Pre-LN and the zero-mean-stream Pre-RMSNorm are the same function of the same raw
+// parameters, so losses and every gradient agree, and so do the models after AdamW steps.
+static void test_center_stream_equals_pre_ln(void) {
+    Config ln = tiny_config(1, 1), rms = tiny_config(1, 1);
+    rms.n_blocks = 0;
+    snprintf(rms.norm, sizeof rms.norm, "rmsnorm");
+    snprintf(rms.final_norm, sizeof rms.final_norm, "auto");
+    rms.center_stream = 1;
+    config_validate(&rms);
+    check_model_gradients(rms, "center_stream");
+    GPT a, b;
+    gpt_build(&a, &ln);
+    gpt_build(&b, &rms);
+    CHECK(a.n_params == b.n_params, "layouts differ: %zu vs %zu", a.n_params, b.n_params);
+    gpt_init(&a, 11);
+    gpt_init(&b, 11);
+    Rng r = rng_stream(11, 300);
+    int in[10], tg[10];
+    for (int i = 0; i < 10; i++) { in[i] = (int)rng_below(&r, 11); tg[i] = (int)rng_below(&r, 11); }
+    AdamW oa, ob;
+    adamw_init(&oa, a.n_params);
+    adamw_init(&ob, b.n_params);
+    double worst_loss = 0, worst_grad = 0;
+    for (int step = 0; step < 3; step++) {
+        gpt_zero_grad(&a);
+        gpt_zero_grad(&b);
+        double la = gpt_forward(&a, in, tg, 2, 5), lb = gpt_forward(&b, in, tg, 2, 5);
+        gpt_backward(&a, in, tg, 2, 5, (real)0.1);
+        gpt_backward(&b, in, tg, 2, 5, (real)0.1);
+        worst_loss = fmax(worst_loss, fabs(la - lb));
+        for (size_t i = 0; i < a.n_params; i++) worst_grad = fmax(worst_grad, fabs(a.grads[i] - b.grads[i]));
+        adamw_step(&oa, &a, 1e-2, 1, 0.9, 0.95, 1e-8, 0.1);
+        adamw_step(&ob, &b, 1e-2, 1, 0.9, 0.95, 1e-8, 0.1);
+    }
+    CHECK(worst_loss < 1e-12, "losses differ by %g", worst_loss);
+    CHECK(worst_grad < 1e-12, "gradients differ by %g", worst_grad);
+    adamw_free(&oa); adamw_free(&ob);
+    gpt_free(&a); gpt_free(&b);
+}
+
+// c = ||W_V W_O||_F^2 / (T d), with GQA's value heads repeated, against a direct triple loop.
+static void test_bhyt_refresh(void) {
+    Config c = tiny_config(0, 1);
+    c.n_head = 4;
+    c.n_kv_head = 2;
+    c.n_blocks = 0;
+    snprintf(c.placement, sizeof c.placement, "bhyt");
+    snprintf(c.norm, sizeof c.norm, "bhyt");
+    snprintf(c.final_norm, sizeof c.final_norm, "auto");
+    config_validate(&c);
+    GPT m;
+    gpt_build(&m, &c);
+    gpt_init(&m, 9);
+    int S = m.S, hs = m.hs, H = m.H, Hkv = m.Hkv;
+    for (int l = 0; l < m.L; l++) {
+        const Block *b = &m.blocks[l];
+        const real *wv = b->qkv.w + (size_t)(H + Hkv) * hs * S, *wo = b->attn_proj.w;
+        double sum = 0;
+        for (int i = 0; i < S; i++)
+            for (int j = 0; j < S; j++) {
+                double e = 0;  // (W_O W_V_full)[i][j], W_O (S, H*hs), W_V_full (H*hs, S)
+                for (int h = 0; h < H; h++)
+                    for (int d = 0; d < hs; d++)
+                        e += wo[(size_t)i * m.C + h * hs + d] * wv[((size_t)(h / (H / Hkv)) * hs + d) * S + j];
+                sum += e * e;
+            }
+        double expect = sum / ((double)c.seq_len * S);
+        CHECK(fabs(*b->bhyt_c - expect) < 1e-12 * fmax(1, expect), "block %d: c %.15g vs %.15g", l, (double)*b->bhyt_c,
+              expect);
+        CHECK(expect > 0, "c must be positive");
+    }
+    // A refresh follows the weights.
+    double before = *m.blocks[0].bhyt_c;
+    for (size_t i = 0; i < (size_t)S * m.C; i++) m.blocks[0].attn_proj.w[i] *= 2;
+    gpt_refresh_bhyt(&m);
+    CHECK(fabs(*m.blocks[0].bhyt_c - 4 * before) < 1e-12, "refresh after doubling W_O: %g vs %g",
+          (double)*m.blocks[0].bhyt_c, 4 * before);
+    gpt_free(&m);
+}
 
 static void test_model_init_and_layout(void) {
     Config c = tiny_config(1, 1);
@@ -189,6 +342,10 @@ const TestCase model_tests[] = {
     {"model layout, init and decay flags", test_model_init_and_layout},
     {"model gradients (finite differences)", test_model_gradients},
     {"model gradients, untied, no bias", test_model_gradients_untied_nobias},
+    {"model gradients, every placement x norm", test_model_gradients_norm_matrix},
+    {"model gradients, architecture options", test_model_gradients_options},
+    {"bhyt c equals ||W_V W_O||^2 / (T d)", test_bhyt_refresh},
+    {"zero-mean-stream rmsnorm equals pre-ln", test_center_stream_equals_pre_ln},
     {"adamw step equals hand-computed values", test_adamw_hand_computed},
     {"lr schedules", test_lr_schedules},
     {"grad norm and clipping", test_grad_norm_and_clip},

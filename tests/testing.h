@@ -29,5 +29,6 @@ int run_command(const char *cmd, char *out, size_t size);
 
 // Test tables of each file.
 extern const TestCase kernel_tests[], model_tests[], data_config_tests[], cli_tests[];
+extern const TestCase norm_tests[];
 
 #endif
