@@ -106,10 +106,20 @@ static void ckpt_path(char *out, size_t size, const char *run_dir, long step) {
     snprintf(out, size, "%s/ckpt_%08ld.bin", run_dir, step);
 }
 
-void checkpoint_save(const char *run_dir, const Config *cfg, const GPT *m, const AdamW *opt,
-                     const RunState *st, long keep) {
-    char path[4096], tmp[4200];
-    ckpt_path(path, sizeof path, run_dir, st->step);
+// fsync the directory holding `path`, so that a rename into it survives a crash.
+static void sync_parent_dir(const char *path) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = '\0';
+    else *slash = '\0';
+    int dfd = open(dir, O_RDONLY);
+    if (dfd >= 0) { fsync(dfd); close(dfd); }
+}
+
+void checkpoint_write(const char *path, const Config *cfg, const GPT *m, const AdamW *opt, const RunState *st) {
+    char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     char *meta = metadata_json(cfg, m, opt, st);
     size_t meta_len = strlen(meta);
@@ -143,9 +153,14 @@ void checkpoint_save(const char *run_dir, const Config *cfg, const GPT *m, const
     fclose(w.f);
     free(meta);
     if (rename(tmp, path) != 0) die(1, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
-    int dfd = open(run_dir, O_RDONLY);
-    if (dfd >= 0) { fsync(dfd); close(dfd); }
+    sync_parent_dir(path);
+}
 
+void checkpoint_save(const char *run_dir, const Config *cfg, const GPT *m, const AdamW *opt,
+                     const RunState *st, long keep) {
+    char path[4096];
+    ckpt_path(path, sizeof path, run_dir, st->step);
+    checkpoint_write(path, cfg, m, opt, st);
     int count;
     long *steps = list_checkpoints(run_dir, &count);
     for (int i = 0; i + keep < count; i++) {

@@ -1,6 +1,6 @@
 // Checkpoints: everything a run needs to continue exactly where it stopped.
 //
-// File RUN_DIR/ckpt_SSSSSSSS.bin (S = optimizer steps taken), little-endian:
+// File RUN_DIR/ckpt_SSSSSSSS.bin (S = optimizer steps taken; --convert's output may have any name), little-endian:
 //   bytes 0..1023  header, 256 int32: [0] magic 20261122, [1] version 1, [2] metadata length L,
 //                  [3] bytes per value (4 = float32), [4] data offset D (multiple of 64),
 //                  [5..6] number of parameters P (int64), [7..8] FNV-1a 64 checksum of bytes 1024..end
@@ -23,7 +23,9 @@ typedef struct {
     uint64_t sample_rng;     // state of the sampling RNG
 } RunState;
 
-// Write RUN_DIR/ckpt_<step>.bin atomically, then delete all but the newest `keep`.
+// Write a checkpoint file at `path` atomically.
+void checkpoint_write(const char *path, const Config *cfg, const GPT *m, const AdamW *opt, const RunState *st);
+// Write RUN_DIR/ckpt_<step>.bin (checkpoint_write), then delete all but the newest `keep`.
 void checkpoint_save(const char *run_dir, const Config *cfg, const GPT *m, const AdamW *opt,
                      const RunState *st, long keep);
 // Path of the newest checkpoint in run_dir that passes its checksum (older ones are tried in

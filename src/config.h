@@ -13,7 +13,7 @@ typedef struct { char placement[CONFIG_NAME], norm[CONFIG_NAME]; } BlockSpec;
 typedef struct {
     // model
     long vocab_size, block_size, n_layer, n_head, n_embd, n_kv_head, ffn_hidden, mix_post_layers, bhyt_refresh;
-    int bias, tie_embeddings, embed_scale, center_stream;
+    int bias, tie_embeddings, head_bias, embed_scale, center_stream;
     double mix_ratio, norm_eps, rope_theta, init_std, dyt_alpha_attn, dyt_alpha_ffn;
     double bhyt_kappa, bhyt_lambda1, bhyt_lambda2, bhyt_final_lambda;
     char placement[CONFIG_STR], norm[CONFIG_STR], final_norm[CONFIG_STR], ffn[CONFIG_STR], pos[CONFIG_STR],

@@ -96,10 +96,10 @@ static void linear_params(GPT *m, Linear *lin, int out, int in, int bias, InitKi
 static void layout_params(GPT *m, const Config *cfg) {
     int S = m->S, C = m->C, QKV = (m->H + 2 * m->Hkv) * m->hs, bias = cfg->bias;
     double std = cfg->init_std, eps = cfg->norm_eps;
-    int mixln = name_is(cfg->init, "mixln");
+    int mixln = name_is(cfg->init, "mixln"), scaled = name_is(cfg->init, "gpt2") || name_is(cfg->init, "megatron");
     InitKind weights = name_is(cfg->init, "megatron") ? INIT_TRUNC_NORMAL : INIT_NORMAL;
-    double writer_std = mixln ? std : std / sqrt(2.0 * m->L);  // residual writers scaled by 1/sqrt(2L)
-    double wte_std = mixln ? sqrt(2.0 / 5.0) : std;            // Mix-LN's released embedding init
+    double writer_std = scaled ? std / sqrt(2.0 * m->L) : std;  // residual writers scaled by 1/sqrt(2L)
+    double wte_std = mixln ? sqrt(2.0 / 5.0) : std;             // Mix-LN's released embedding init
     char prefix[64], buf[64];
     m->n_params = 0;
     m->n_tensors = 0;
@@ -145,6 +145,7 @@ static void layout_params(GPT *m, const Config *cfg) {
     } else {
         param(m, &m->lm_head.w, &m->lm_head.dw, m->V, S, 1, weights, std, "lm_head.weight");
     }
+    if (cfg->head_bias) param(m, &m->lm_head.b, &m->lm_head.db, m->V, 1, 0, INIT_ZEROS, 0, "lm_head.bias");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -425,7 +426,7 @@ double gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) 
         norm_forward(&m->lnf, m->lnf_out, m->lnf_stats, head_in, N, S);
         head_in = m->lnf_out;
     }
-    matmul_forward(m->logits, NULL, head_in, m->lm_head.w, NULL, N, S, m->V);
+    matmul_forward(m->logits, NULL, head_in, m->lm_head.w, m->lm_head.b, N, S, m->V);
     if (!targets) return 0;
     crossentropy_forward(m->losses, m->logits, targets, N, m->V);
     double sum = 0;
@@ -437,8 +438,8 @@ void gpt_backward(GPT *m, const int *inputs, const int *targets, int B, int T, r
     int N = B * T, S = m->S;
     const real *top = block_input(m, m->L);
     crossentropy_backward(m->logits, targets, dloss_scale, N, m->V);
-    matmul_backward(m->dC, m->lm_head.dw, NULL, m->logits, m->has_final_norm ? m->lnf_out : top, m->lm_head.w, N, S,
-                    m->V);
+    matmul_backward(m->dC, m->lm_head.dw, m->lm_head.db, m->logits, m->has_final_norm ? m->lnf_out : top,
+                    m->lm_head.w, N, S, m->V);
     if (m->has_final_norm) {
         memset(m->dres, 0, (size_t)N * S * sizeof(real));
         norm_backward(&m->lnf, m->dres, m->dC, top, m->lnf_stats, N, S);

@@ -85,7 +85,7 @@ typedef struct {
     Block *blocks;
     int has_final_norm;
     Norm lnf;
-    Linear lm_head;            // w == wte when embeddings are tied
+    Linear lm_head;            // w == wte when embeddings are tied; b only with model.head_bias
     real bhyt_kappa;
     // activations and backward scratch
     real *act_memory;

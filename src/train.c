@@ -1,9 +1,11 @@
-// normgpt command line: ./train --config FILE [--section.key=value ...] | --resume RUN_DIR
+// normgpt command line: ./train --config FILE [--section.key=value ...] | --resume RUN_DIR |
+// --convert CKPT --to rmsnorm|crmsnorm --out FILE
 // One obvious path: config -> model -> data -> loop (forward, backward, clip, AdamW, log, eval,
 // sample, checkpoint).
 #include "checkpoint.h"
 #include "common.h"
 #include "config.h"
+#include "convert.h"
 #include "data.h"
 #include "kernels.h"
 #include "model.h"
@@ -27,37 +29,59 @@ static void on_signal(int sig) { stop_signal = sig; }
 static void usage(FILE *out) {
     fputs("usage: ./train --config FILE [--section.key=value ...] [--overwrite]\n"
           "       ./train --resume RUN_DIR\n"
+          "       ./train --convert CKPT --to rmsnorm|crmsnorm --out FILE\n"
           "Trains a GPT on token shards as the config says; see README.md for every key.\n"
-          "  --overwrite   start afresh in an out.dir that already holds a run\n", out);
+          "  --overwrite   start afresh in an out.dir that already holds a run\n"
+          "  --convert     write the Pre-RMSNorm or Pre-CRMSNorm model equivalent to a Pre-LN checkpoint\n", out);
 }
 
 typedef struct {
-    const char *config_path, *resume_dir;
+    const char *config_path, *resume_dir, *convert_path, *convert_to, *convert_out;
+    ConvertKind convert_kind;
     int overwrite;
 } Args;
+
+// Where the value of an option that takes one goes; NULL for other arguments.
+static const char **value_slot(Args *args, const char *arg) {
+    if (!strcmp(arg, "--config")) return &args->config_path;
+    if (!strcmp(arg, "--resume")) return &args->resume_dir;
+    if (!strcmp(arg, "--convert")) return &args->convert_path;
+    if (!strcmp(arg, "--to")) return &args->convert_to;
+    if (!strcmp(arg, "--out")) return &args->convert_out;
+    return NULL;
+}
 
 static void parse_args(int argc, char **argv, Config *cfg, Args *args) {
     memset(args, 0, sizeof *args);
     config_defaults(cfg);
     for (int i = 1; i < argc; i++) {  // the config file first, so overrides apply on top of it
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage(stdout); exit(0); }
-        if (!strcmp(argv[i], "--config") || !strcmp(argv[i], "--resume")) {
-            if (i + 1 >= argc) die(EXIT_CONFIG, "command line: %s needs an argument", argv[i]);
-            if (argv[i][2] == 'c') args->config_path = argv[++i]; else args->resume_dir = argv[++i];
-        }
+        const char **slot = value_slot(args, argv[i]);
+        if (!slot) continue;
+        if (i + 1 >= argc) die(EXIT_CONFIG, "command line: %s needs an argument", argv[i]);
+        *slot = argv[++i];
     }
-    if (!args->config_path == !args->resume_dir) {
+    if ((args->config_path != NULL) + (args->resume_dir != NULL) + (args->convert_path != NULL) != 1) {
         usage(stderr);
-        die(EXIT_CONFIG, "command line: give exactly one of --config FILE or --resume RUN_DIR");
+        die(EXIT_CONFIG, "command line: give exactly one of --config FILE, --resume RUN_DIR or --convert CKPT");
+    }
+    int convert_options = (args->convert_to != NULL) + (args->convert_out != NULL);
+    if (convert_options != (args->convert_path ? 2 : 0))
+        die(EXIT_CONFIG, "command line: --convert CKPT goes with --to rmsnorm|crmsnorm and --out FILE");
+    if (args->convert_to) {
+        if (strcmp(args->convert_to, "rmsnorm") && strcmp(args->convert_to, "crmsnorm"))
+            die(EXIT_CONFIG, "command line: --to must be rmsnorm or crmsnorm, got '%s'", args->convert_to);
+        args->convert_kind = strcmp(args->convert_to, "rmsnorm") ? CONVERT_CRMSNORM : CONVERT_RMSNORM;
     }
     if (args->config_path) config_load_file(cfg, args->config_path);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--config") || !strcmp(a, "--resume")) { i++; continue; }
+        if (value_slot(args, a)) { i++; continue; }
         if (!strcmp(a, "--overwrite")) { args->overwrite = 1; continue; }
         if (strncmp(a, "--", 2) != 0 || !strchr(a, '.')) die(EXIT_CONFIG, "command line: unknown argument '%s'", a);
-        if (args->resume_dir)
-            die(EXIT_CONFIG, "command line: '%s': a resumed run keeps the config saved in its checkpoint", a);
+        if (!args->config_path)
+            die(EXIT_CONFIG, "command line: '%s': %s keeps the config saved in its checkpoint", a,
+                args->resume_dir ? "a resumed run" : "a conversion");
         config_apply_override(cfg, a + 2);
     }
     config_validate(cfg);
@@ -119,6 +143,13 @@ static void truncate_log(const char *path, long last_step) {
 // ---------------------------------------------------------------------------------------------
 // Machine facts
 
+static int use_threads(const Config *cfg) {
+    int threads = cfg->threads > 0 ? (int)cfg->threads : omp_get_num_procs();
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+    return threads;
+}
+
 static double measure_sgemm_peak(void) {
     const int n = 1024;
     float *a = xcalloc((size_t)n * n, sizeof(float)), *b = xcalloc((size_t)n * n, sizeof(float)),
@@ -149,6 +180,66 @@ static void format_duration(char *out, size_t size, double seconds) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// --convert
+
+#define CONVERT_MAX_REL_DIFF 1e-4  // what fp32 rounding of the converted parameters may cost
+
+// The windows both models are run on: one micro-batch of validation windows spread evenly over the
+// data, or, without validation data, tokens drawn from the seed. Returns which.
+static const char *verification_inputs(const Config *cfg, int *inputs, int *targets) {
+    int B = (int)cfg->batch_size;
+    if (cfg->val_data[0]) {
+        Dataset val;
+        dataset_open(&val, cfg->val_data, "data.val", cfg->seq_len, cfg->vocab_size, (uint64_t)cfg->seed);
+        dataset_fixed_batch(&val, 0, (size_t)B, B, inputs, targets);
+        dataset_close(&val);
+        return "validation";
+    }
+    Rng r = rng_stream((uint64_t)cfg->seed, 3);
+    for (long i = 0; i < B * cfg->seq_len; i++) inputs[i] = (int)rng_below(&r, (uint64_t)cfg->vocab_size);
+    return "random";
+}
+
+// Convert, compare the logits of both models, and write the result only if they agree. The new
+// checkpoint keeps the step and data position; its AdamW state starts afresh (zeros, adam_t 0).
+static int convert_command(const Args *args) {
+    const char *path = args->convert_path, *out_path = args->convert_out;
+    Config cfg, out_cfg;
+    checkpoint_read_config(path, &cfg);
+    config_validate(&cfg);
+    const char *why = convert_unsupported(&cfg);
+    if (why)
+        die(1, "%s: not a Pre-LN checkpoint (%s); --convert needs every block pre with layernorm and a layernorm "
+               "final norm", path, why);
+    use_threads(&cfg);
+    int B = (int)cfg.batch_size, T = (int)cfg.seq_len;
+    int *inputs = xcalloc((size_t)B * T, sizeof(int)), *targets = xcalloc((size_t)B * T, sizeof(int));
+    const char *windows = verification_inputs(&cfg, inputs, targets);
+    GPT src, dst;
+    AdamW opt, fresh;
+    RunState st;
+    gpt_build(&src, &cfg);
+    adamw_init(&opt, src.n_params);
+    checkpoint_load(path, &src, &opt, &st);
+    convert_model(&src, &cfg, args->convert_kind, &dst, &out_cfg);
+    double diff = max_rel_logit_diff(&src, &dst, inputs, B, T);
+    printf("%s (pre-ln, %zu parameters) -> %s (%s, %zu parameters, stream width %d)\n", path, src.n_params,
+           out_path, args->convert_to, dst.n_params, dst.S);
+    printf("max relative logit difference on %d %s windows of %d tokens: %.3e (limit %.0e)\n", B, windows, T, diff,
+           CONVERT_MAX_REL_DIFF);
+    if (!(diff <= CONVERT_MAX_REL_DIFF))
+        die(1, "%s: the converted logits differ by %.3e relative, more than %.0e; nothing written", out_path, diff,
+            CONVERT_MAX_REL_DIFF);
+    adamw_init(&fresh, dst.n_params);
+    checkpoint_write(out_path, &out_cfg, &dst, &fresh, &st);
+    printf("wrote %s (step %ld)\n", out_path, st.step);
+    free(inputs); free(targets);
+    adamw_free(&opt); adamw_free(&fresh);
+    gpt_free(&src); gpt_free(&dst);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
 
 static double evaluate(GPT *m, const Dataset *val, const Config *cfg, int *inputs, int *targets) {
     int B = (int)cfg->batch_size, T = (int)cfg->seq_len;
@@ -166,6 +257,8 @@ int main(int argc, char **argv) {
     Args args;
     char *resume_path = NULL;
     parse_args(argc, argv, &cfg, &args);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (args.convert_path) return convert_command(&args);
     if (args.resume_dir) {
         resume_path = checkpoint_find_latest(args.resume_dir);
         checkpoint_read_config(resume_path, &cfg);
@@ -173,10 +266,7 @@ int main(int argc, char **argv) {
     }
     const char *run_dir = args.resume_dir ? args.resume_dir : cfg.out_dir;
 
-    int threads = cfg.threads > 0 ? (int)cfg.threads : omp_get_num_procs();
-    omp_set_num_threads(threads);
-    openblas_set_num_threads(threads);
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    int threads = use_threads(&cfg);
 
     char *config_text = config_to_json(&cfg);
     printf("normgpt: %s\nconfig (resolved):\n%s\n", resume_path ? resume_path : args.config_path, config_text);
@@ -235,8 +325,8 @@ int main(int argc, char **argv) {
            model.n_params / 1e6, model.L, model.H, model.Hkv, model.C);
     gpt_print_blocks(&model, stdout);
     // BHyT's c follows the weights about 50 times per run (every max(1, min(1000, steps/50)) steps).
-    long bhyt_refresh = cfg.bhyt_refresh > 0 ? cfg.bhyt_refresh : cfg.steps / 50 < 1 ? 1 : cfg.steps / 50 > 1000 ? 1000
-                                                                                    : cfg.steps / 50;
+    long bhyt_refresh = cfg.bhyt_refresh;
+    if (bhyt_refresh == 0) bhyt_refresh = cfg.steps / 50 < 1 ? 1 : cfg.steps / 50 > 1000 ? 1000 : cfg.steps / 50;
     printf("step: %ld tokens = %d x %d x %ld micro-batches; %.1f MFLOP/token; memory %.1f MiB\n",
            cfg.total_batch_tokens, B, T, accum, flops_per_token / 1e6, gpt_memory_bytes(&model) / 1048576.0);
     printf("sgemm peak measured now: %.1f GFLOP/s\n", peak / 1e9);

@@ -113,9 +113,46 @@ static void test_learns_brown(void) {
     run_command(cmd, out, sizeof out);
 }
 
+// --convert of a checkpoint trained a few steps: both kinds reproduce the logits in fp32 and resume
+// as runs; a checkpoint that is not Pre-LN is refused with one line and nothing written.
+static void test_convert_checkpoint(void) {
+    const char *dir = "/tmp/normgpt_convert";
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, SMALL " --train.steps=8 --eval.every=0 --sample.tokens=0 --out.dir=%s --overwrite", dir);
+    int rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 0, "training run failed: %s", out);
+    static const char *kinds[] = {"rmsnorm", "crmsnorm"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd, "./train --convert %s/ckpt_00000008.bin --to %s --out %s/%s.bin", dir, kinds[k], dir,
+                 kinds[k]);
+        rc = run_command(cmd, out, sizeof out);
+        const char *line = strstr(out, "max relative logit difference");
+        double diff = line ? strtod(strchr(line, ':') + 1, NULL) : NAN;
+        CHECK(rc == 0 && diff < 1e-4, "%s: rc %d, max relative logit difference %g: %s", kinds[k], rc, diff, out);
+        snprintf(cmd, sizeof cmd, "mkdir -p %s/run_%s && cp %s/%s.bin %s/run_%s/ckpt_00000008.bin && "
+                 "./train --resume %s/run_%s", dir, kinds[k], dir, kinds[k], dir, kinds[k], dir, kinds[k]);
+        rc = run_command(cmd, out, sizeof out);
+        char final_norm[64];
+        snprintf(final_norm, sizeof final_norm, "final norm: %s\n", kinds[k]);
+        CHECK(rc == 0 && strstr(out, "resumed from") && strstr(out, final_norm), "%s: resume failed: %s", kinds[k],
+              out);
+    }
+    snprintf(cmd, sizeof cmd, "./train --convert %s/rmsnorm.bin --to crmsnorm --out %s/again.bin", dir, dir);
+    rc = run_command(cmd, out, sizeof out);
+    int lines = 0;
+    for (const char *p = out; *p; p++) lines += *p == '\n';
+    CHECK(rc == 1 && lines == 1 && strstr(out, "rmsnorm.bin") && strstr(out, "Pre-LN"), "not Pre-LN: rc %d: %s", rc,
+          out);
+    snprintf(cmd, sizeof cmd, "test -e %s/again.bin", dir);
+    CHECK(run_command(cmd, out, sizeof out) != 0, "a refused conversion wrote its output");
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    run_command(cmd, out, sizeof out);
+}
+
 const TestCase cli_tests[] = {
     {"cli: bad input gives one line and exit code", test_cli_errors},
     {"cli: resume equals the uninterrupted run", test_resume_equals_uninterrupted},
     {"cli: a short run on Brown learns", test_learns_brown},
+    {"cli: --convert pre-ln to rmsnorm and crmsnorm", test_convert_checkpoint},
     {NULL, NULL},
 };

@@ -7,8 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-// A tiny model: every parameter can be checked by finite differences in well under a second.
-static Config tiny_config(int bias, int tied) {
+Config tiny_config(int bias, int tied) {
     Config c;
     config_defaults(&c);
     c.vocab_size = 11;
@@ -126,6 +125,9 @@ static void test_model_gradients_options(void) {
     c = tiny_config(1, 1);
     snprintf(c.final_norm, sizeof c.final_norm, "none");
     check_model_gradients(c, "no final norm");
+    c = tiny_config(0, 0);
+    c.head_bias = 1;
+    check_model_gradients(c, "head bias, otherwise bias-free");
     c = tiny_config(1, 1);
     c.n_blocks = 0;
     config_apply_override(&c, "model.blocks=[{\"placement\":\"post\",\"norm\":\"dyt\"},"

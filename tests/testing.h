@@ -3,6 +3,7 @@
 #ifndef NORMGPT_TESTING_H
 #define NORMGPT_TESTING_H
 #include "common.h"
+#include "config.h"
 #include "rng.h"
 
 extern int test_failures;  // failed checks in the running test
@@ -27,8 +28,13 @@ int expect_exit(void (*fn)(void *), void *ctx, int code, const char *expect);
 // Run a shell command, capturing stdout+stderr into out (size bytes). Returns the exit status.
 int run_command(const char *cmd, char *out, size_t size);
 
+// A tiny validated Pre-LN model config (test_model.c): every parameter can be checked by finite
+// differences in well under a second.
+Config tiny_config(int bias, int tied);
+
 // Test tables of each file.
+extern const TestCase method_tests[];
 extern const TestCase kernel_tests[], model_tests[], data_config_tests[], cli_tests[];
-extern const TestCase norm_tests[];
+extern const TestCase norm_tests[], convert_tests[];
 
 #endif
