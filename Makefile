@@ -1,5 +1,6 @@
 # normgpt — `make` builds ./train; `make train` installs what is missing, builds and trains the
-# default config; `make test` builds and runs the test suite.
+# default config; `make test` builds and runs the test suite; `make test-sanitize` runs it again
+# under AddressSanitizer + UndefinedBehaviorSanitizer; `make fuzz` fuzzes the parsers (needs clang).
 
 CC ?= gcc
 MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
@@ -20,7 +21,7 @@ DOUBLE_OBJS := $(patsubst src/%.c,build/double/%.o,$(LIB_SRCS))
 TEST_SRCS := $(wildcard tests/*.c)
 TEST_OBJS := $(patsubst tests/%.c,build/double/tests/%.o,$(TEST_SRCS))
 
-.PHONY: all train test deps clean
+.PHONY: all train test deps dev-deps test-sanitize fuzz clean
 
 all: build/train
 	@ln -sf build/train train
@@ -44,8 +45,48 @@ build/run_tests: $(TEST_OBJS) $(DOUBLE_OBJS)
 build/float build/double/tests:
 	mkdir -p $@
 
+# Sanitizer build of the trainer and the tests. gcc, not clang: its ASan works with libgomp, so
+# OpenBLAS and our kernels keep sharing one OpenMP runtime.
+SAN_FLAGS := -O2 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+SAN_CFLAGS = -std=gnu11 -fopenmp -Wall -Wextra -Wno-unused-parameter -MMD -MP $(DEP_CFLAGS) $(SAN_FLAGS)
+
+build/asan/train: build/asan/float/train.o $(patsubst src/%.c,build/asan/float/%.o,$(LIB_SRCS))
+	$(CC) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
+
+build/asan/run_tests: $(patsubst tests/%.c,build/asan/double/tests/%.o,$(TEST_SRCS)) \
+                      $(patsubst src/%.c,build/asan/double/%.o,$(LIB_SRCS))
+	$(CC) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
+
+build/asan/float/%.o: src/%.c | build/asan/float
+	$(CC) $(SAN_CFLAGS) -c -o $@ $<
+
+build/asan/double/%.o: src/%.c | build/asan/double/tests
+	$(CC) $(SAN_CFLAGS) -DNORMGPT_DOUBLE -c -o $@ $<
+
+build/asan/double/tests/%.o: tests/%.c | build/asan/double/tests
+	$(CC) $(SAN_CFLAGS) -DNORMGPT_DOUBLE -Isrc -c -o $@ $<
+
+build/asan/float build/asan/double/tests:
+	mkdir -p $@
+
+# Fuzz targets: clang's libFuzzer with ASan + UBSan. The kernels' OpenMP pragmas are left out
+# (a fuzz target runs on one thread); the few omp_* calls take their declarations from clang's omp.h
+# (package libomp-dev) and resolve to the libgomp that OpenBLAS links: one OpenMP runtime.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := config shard checkpoint
+FUZZ_CFLAGS = -g -O1 -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas \
+              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Isrc $(DEP_CFLAGS)
+
+build/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(LIB_SRCS) $(wildcard src/*.h)
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(DEP_LIBS) -lgomp -lm
+
 deps:
 	@bash scripts/install_deps.sh
+
+dev-deps:
+	@bash scripts/install_deps.sh --dev
 
 train: deps
 	$(MAKE) all
@@ -54,6 +95,28 @@ train: deps
 test: deps
 	$(MAKE) all build/run_tests
 	build/run_tests
+
+# Leaks are checked in the trainer (die() exits with what it had allocated still referenced from
+# the stack, which is not a leak), not in the test binary: the children it forks to watch die()
+# inherit the parent's OpenMP threads as corpses, which LeakSanitizer warns about on every exit.
+# A sanitizer report exits 86, which no test expects (the trainer's own errors exit 1 or 2).
+SAN_ENV := UBSAN_OPTIONS=print_stacktrace=1:exitcode=86 ASAN_OPTIONS=exitcode=86
+test-sanitize: deps
+	$(MAKE) all build/asan/train build/asan/run_tests
+	$(SAN_ENV):detect_leaks=0 NORMGPT_TRAIN="env $(SAN_ENV):detect_leaks=1 build/asan/train" build/asan/run_tests
+
+# Each target first runs every input of its corpus in tests/fuzz_corpus/ (the seeds and the inputs
+# of crashes found and fixed), then fuzzes for FUZZ_SECONDS; new inputs go to build/fuzz/corpus/,
+# the output to build/fuzz/TARGET.log. Leaks are not checked: die() leaves what it had allocated.
+fuzz: dev-deps
+	$(MAKE) $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_TARGETS))
+	for t in $(FUZZ_TARGETS); do \
+	    mkdir -p build/fuzz/corpus/$$t && echo "fuzz_$$t: $(FUZZ_SECONDS) s" && \
+	    ASAN_OPTIONS=detect_leaks=0 build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -artifact_prefix=build/fuzz/crash_$$t- build/fuzz/corpus/$$t tests/fuzz_corpus/$$t \
+	        > build/fuzz/$$t.log 2>&1 || { tail -n 60 build/fuzz/$$t.log; exit 1; }; \
+	    grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added)' build/fuzz/$$t.log; \
+	done
 
 clean:
 	rm -rf build train

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Install the Debian packages normgpt needs to build and test, if any are missing.
+# Install the Debian packages normgpt needs to build and test, if any are missing; with --dev also
+# clang and libomp-dev (clang's omp.h), for `make fuzz` (libFuzzer), which `make train` and `make test`
+# do not need.
 # As root this runs apt-get; otherwise it prints the exact command to run and fails.
 set -euo pipefail
 packages=(gcc make pkg-config libopenblas-openmp-dev libcjson-dev)
+[ "${1:-}" = "--dev" ] && packages+=(clang libomp-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -38,6 +38,14 @@ static char *metadata_json(const Config *cfg, const GPT *m, const AdamW *opt, co
     cJSON_AddNumberToObject(root, "adam_t", (double)opt->t);
     cJSON_AddNumberToObject(root, "data_position", (double)st->data_position);
     cJSON_AddStringToObject(root, "sample_rng", rng);
+    // Hex floats (C99 %a): exact, where cJSON's decimal printing may round the last bit, and a
+    // resumed run must compare each step against the very same window.
+    cJSON *history = cJSON_AddArrayToObject(root, "outlier_history");
+    for (int i = 0; i < st->n_history; i++) {
+        char pair[2][40];
+        for (int k = 0; k < 2; k++) snprintf(pair[k], sizeof pair[k], "%a", st->history[i][k]);
+        cJSON_AddItemToArray(history, cJSON_CreateStringArray((const char *const[]){pair[0], pair[1]}, 2));
+    }
     cJSON_AddStringToObject(root, "dtype", REAL_NAME);
     cJSON_AddNumberToObject(root, "n_params", (double)m->n_params);
     cJSON *sections = cJSON_AddArrayToObject(root, "sections");
@@ -127,7 +135,8 @@ void checkpoint_write(const char *path, const Config *cfg, const GPT *m, const A
     HashedWriter w = {fopen(tmp, "wb"), tmp, FNV_OFFSET};
     if (!w.f) die(1, "%s: cannot create checkpoint: %s", tmp, strerror(errno));
     unsigned char header[HEADER_BYTES] = {0};
-    if (fwrite(header, 1, HEADER_BYTES, w.f) != HEADER_BYTES) die(1, "%s: write failed", tmp);
+    write_hashed(&w, header, HEADER_BYTES);  // a placeholder, rewritten below; its hash is not used
+    w.hash = FNV_OFFSET;
     write_hashed(&w, meta, meta_len);
     static const unsigned char zeros[64];
     write_hashed(&w, zeros, data_offset - HEADER_BYTES - meta_len);
@@ -152,8 +161,22 @@ void checkpoint_write(const char *path, const Config *cfg, const GPT *m, const A
     }
     fclose(w.f);
     free(meta);
-    if (rename(tmp, path) != 0) die(1, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
+    if (rename(tmp, path) != 0) {
+        int err = errno;
+        unlink(tmp);
+        die(1, "%s: cannot rename to %s: %s", tmp, path, strerror(err));
+    }
     sync_parent_dir(path);
+}
+
+size_t checkpoint_bytes(const Config *cfg, const GPT *m) {
+    AdamW opt = {0};
+    RunState st = {0};
+    char *meta = metadata_json(cfg, m, &opt, &st);
+    // Numbers in the run state and each (loss, grad norm) pair take at most 64 characters.
+    size_t meta_len = strlen(meta) + 64 * (4 + (size_t)cfg->outlier_window);
+    free(meta);
+    return HEADER_BYTES + meta_len + 64 + 3 * m->n_params * sizeof(real);
 }
 
 void checkpoint_save(const char *run_dir, const Config *cfg, const GPT *m, const AdamW *opt,
@@ -193,8 +216,10 @@ static const char *ckpt_open(const char *path, CkptInfo *info, FILE **out) {
     uint64_t want = (uint64_t)get32(h, 7) | (uint64_t)get32(h, 8) << 32;
     struct stat st;
     fstat(fileno(f), &st);
-    if (info->data_offset < HEADER_BYTES + meta_len ||
-        (size_t)st.st_size != info->data_offset + 3 * info->n_params * info->value_bytes) {
+    size_t size = (size_t)st.st_size, section = 3 * info->value_bytes;
+    // Divided rather than multiplied: header fields are untrusted, and a product could wrap around.
+    if (info->value_bytes == 0 || info->data_offset < HEADER_BYTES + meta_len || info->data_offset > size ||
+        (size - info->data_offset) % section != 0 || (size - info->data_offset) / section != info->n_params) {
         fclose(f);
         return "truncated or inconsistent sizes";
     }
@@ -283,6 +308,19 @@ void checkpoint_load(const char *path, GPT *m, AdamW *opt, RunState *st) {
     const cJSON *rng = cJSON_GetObjectItemCaseSensitive(meta, "sample_rng");
     if (!cJSON_IsString(rng) || sscanf(rng->valuestring, "%" SCNx64, &st->sample_rng) != 1)
         die(1, "%s: metadata lacks 'sample_rng'", path);
+    // Absent in checkpoints from before train.skip_outliers: an empty window.
+    const cJSON *history = cJSON_GetObjectItemCaseSensitive(meta, "outlier_history");
+    st->n_history = 0;
+    for (const cJSON *pair = history ? history->child : NULL; pair; pair = pair->next, st->n_history++) {
+        for (int k = 0; k < 2; k++) {
+            const cJSON *v = cJSON_GetArrayItem(pair, k);
+            char *end = NULL;
+            double x = cJSON_IsString(v) ? strtod(v->valuestring, &end) : 0;
+            if (st->n_history == MAX_OUTLIER_WINDOW || !end || end == v->valuestring || *end)
+                die(1, "%s: metadata 'outlier_history' is not a list of (loss, grad norm) pairs", path);
+            st->history[st->n_history][k] = x;
+        }
+    }
     size_t n = m->n_params;
     real *dest[3] = {m->params, opt->m, opt->v};
     if (fseek(f, (long)info.data_offset, SEEK_SET) != 0) die(1, "%s: seek failed", path);

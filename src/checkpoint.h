@@ -5,7 +5,7 @@
 //                  [3] bytes per value (4 = float32), [4] data offset D (multiple of 64),
 //                  [5..6] number of parameters P (int64), [7..8] FNV-1a 64 checksum of bytes 1024..end
 //   1024 ..        metadata: L bytes of JSON — the resolved config, the run state (step, data position,
-//                  sample RNG) and the tensor table (name, shape, offset in values)
+//                  sample RNG, outlier window) and the tensor table (name, shape, offset in values)
 //   D ..           P parameters, then P AdamW first moments, then P AdamW second moments
 // Files are written to a temporary name, fsync'ed and renamed, so a crash never leaves a partial one.
 #ifndef NORMGPT_CHECKPOINT_H
@@ -21,6 +21,10 @@ typedef struct {
     long step;               // optimizer steps completed
     uint64_t data_position;  // training windows consumed
     uint64_t sample_rng;     // state of the sampling RNG
+    // (loss, grad norm) of the last n_history steps that were not skipped, oldest first: the window
+    // train.skip_outliers compares a step against, saved so that a resumed run skips the same steps
+    int n_history;
+    double history[MAX_OUTLIER_WINDOW][2];
 } RunState;
 
 // Write a checkpoint file at `path` atomically.
@@ -28,6 +32,8 @@ void checkpoint_write(const char *path, const Config *cfg, const GPT *m, const A
 // Write RUN_DIR/ckpt_<step>.bin (checkpoint_write), then delete all but the newest `keep`.
 void checkpoint_save(const char *run_dir, const Config *cfg, const GPT *m, const AdamW *opt,
                      const RunState *st, long keep);
+// An upper bound on the size of a checkpoint of this model (for the free-space check at start).
+size_t checkpoint_bytes(const Config *cfg, const GPT *m);
 // Path of the newest checkpoint in run_dir that passes its checksum (older ones are tried in
 // turn, with a warning naming each bad file). Exits if there is none. Caller frees.
 char *checkpoint_find_latest(const char *run_dir);

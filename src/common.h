@@ -2,6 +2,7 @@
 #ifndef NORMGPT_COMMON_H
 #define NORMGPT_COMMON_H
 
+#include <setjmp.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,6 +34,10 @@ typedef float real;
 
 // Print one line to stderr and exit with `code` (2 for bad configuration/usage, 1 otherwise).
 void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+// Set only by the fuzz harnesses (fuzz/): die() then longjmps here with `code` instead of printing
+// and exiting, so that one process can feed a parser thousands of bad inputs. Whatever the parser
+// had allocated or opened when it died is the harness's to release. NULL in every other program.
+extern jmp_buf *die_jump;
 void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void *xcalloc(size_t n, size_t size);
 double now_seconds(void);

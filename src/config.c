@@ -28,7 +28,7 @@ static const ConfigKey KEYS[] = {
     {"model.block_size",         KEY_INT,    F(block_size),         "256",   1, 1 << 20, NULL},
     {"model.n_layer",            KEY_INT,    F(n_layer),            "4",     1, 1024, NULL},
     {"model.n_head",             KEY_INT,    F(n_head),             "4",     1, 1024, NULL},
-    {"model.n_embd",             KEY_INT,    F(n_embd),             "256",   1, 1 << 16, NULL},
+    {"model.n_embd",             KEY_INT,    F(n_embd),             "128",   1, 1 << 16, NULL},
     {"model.bias",               KEY_BOOL,   F(bias),               "true",  0, 1, NULL},
     {"model.tie_embeddings",     KEY_BOOL,   F(tie_embeddings),     "true",  0, 1, NULL},
     {"model.head_bias",          KEY_BOOL,   F(head_bias),          "false", 0, 1, NULL},
@@ -56,11 +56,11 @@ static const ConfigKey KEYS[] = {
     {"model.bhyt_refresh",       KEY_INT,    F(bhyt_refresh),       "0",     0, BIG, NULL},
     {"train.batch_size",         KEY_INT,    F(batch_size),         "16",    1, 1 << 20, NULL},
     {"train.seq_len",            KEY_INT,    F(seq_len),            "256",   1, 1 << 20, NULL},
-    {"train.total_batch_tokens", KEY_INT,    F(total_batch_tokens), "8192",  1, BIG, NULL},
-    {"train.steps",              KEY_INT,    F(steps),              "1000",  1, BIG, NULL},
-    {"train.lr",                 KEY_FLOAT,  F(lr),                 "1e-3",  0, 10, NULL},
-    {"train.min_lr",             KEY_FLOAT,  F(min_lr),             "1e-4",  0, 10, NULL},
-    {"train.warmup_steps",       KEY_INT,    F(warmup_steps),       "100",   0, BIG, NULL},
+    {"train.total_batch_tokens", KEY_INT,    F(total_batch_tokens), "4096",  1, BIG, NULL},
+    {"train.steps",              KEY_INT,    F(steps),              "470",  1, BIG, NULL},
+    {"train.lr",                 KEY_FLOAT,  F(lr),                 "3e-3",  0, 10, NULL},
+    {"train.min_lr",             KEY_FLOAT,  F(min_lr),             "3e-4",  0, 10, NULL},
+    {"train.warmup_steps",       KEY_INT,    F(warmup_steps),       "30",   0, BIG, NULL},
     {"train.schedule",           KEY_STRING, F(schedule),           "cosine", 0, 0, "cosine|linear|constant|wsd"},
     {"train.decay_frac",         KEY_FLOAT,  F(decay_frac),         "0.2",   0, 1, NULL},
     {"train.weight_decay",       KEY_FLOAT,  F(weight_decay),       "0.1",   0, 10, NULL},
@@ -70,17 +70,19 @@ static const ConfigKey KEYS[] = {
     {"train.grad_clip",          KEY_FLOAT,  F(grad_clip),          "1.0",   0, BIG, NULL},
     {"train.seed",               KEY_INT,    F(seed),               "1337",  0, BIG, NULL},
     {"train.threads",            KEY_INT,    F(threads),            "0",     0, 4096, NULL},
+    {"train.skip_outliers",      KEY_FLOAT,  F(skip_outliers),      "0",     0, 1e6, NULL},
+    {"train.outlier_window",     KEY_INT,    F(outlier_window),     "50",    2, MAX_OUTLIER_WINDOW, NULL},
     {"data.train",               KEY_STRING, F(train_data),         "data/brown/brown_train_*.bin", 0, 0, NULL},
     {"data.val",                 KEY_STRING, F(val_data),           "data/brown/brown_val_*.bin", 0, 0, NULL},
     {"data.tokenizer",           KEY_STRING, F(tokenizer),          "data/brown/tokenizer.bin", 0, 0, NULL},
-    {"eval.every",               KEY_INT,    F(eval_every),         "100",   0, BIG, NULL},
+    {"eval.every",               KEY_INT,    F(eval_every),         "50",   0, BIG, NULL},
     {"eval.batches",             KEY_INT,    F(eval_batches),       "8",     1, BIG, NULL},
-    {"sample.every",             KEY_INT,    F(sample_every),       "500",   0, BIG, NULL},
+    {"sample.every",             KEY_INT,    F(sample_every),       "100",   0, BIG, NULL},
     {"sample.tokens",            KEY_INT,    F(sample_tokens),      "128",   0, 1 << 20, NULL},
     {"sample.temperature",       KEY_FLOAT,  F(temperature),        "0.8",   0, 100, NULL},
     {"sample.top_k",             KEY_INT,    F(top_k),              "40",    0, 1 << 30, NULL},
     {"out.dir",                  KEY_STRING, F(out_dir),            "runs/default", 0, 0, NULL},
-    {"out.checkpoint_every",     KEY_INT,    F(checkpoint_every),   "500",   0, BIG, NULL},
+    {"out.checkpoint_every",     KEY_INT,    F(checkpoint_every),   "100",   0, BIG, NULL},
     {"out.keep",                 KEY_INT,    F(keep),               "2",     1, 1000000, NULL},
 };
 #undef F
@@ -324,6 +326,22 @@ void config_validate(Config *c) {
             "model.pos = rope needs an even head size (model.n_embd / model.n_head)");
     resolve_blocks(c);
     REQUIRE(c->out_dir[0] != '\0', "out.dir must name a directory");
+}
+
+const char *config_first_difference(const Config *a, const Config *b) {
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const ConfigKey *k = &KEYS[i];
+        const void *x = cfield(a, k), *y = cfield(b, k);
+        int same = k->type == KEY_INT ? *(const long *)x == *(const long *)y
+                 : k->type == KEY_FLOAT ? *(const double *)x == *(const double *)y
+                 : k->type == KEY_BOOL ? *(const int *)x == *(const int *)y : !strcmp(x, y);
+        if (!same) return k->name;
+    }
+    if (a->n_blocks != b->n_blocks) return "model.blocks";
+    for (int l = 0; l < a->n_blocks; l++)
+        if (strcmp(a->blocks[l].placement, b->blocks[l].placement) || strcmp(a->blocks[l].norm, b->blocks[l].norm))
+            return "model.blocks";
+    return NULL;
 }
 
 long config_grad_accum(const Config *c) { return c->total_batch_tokens / (c->batch_size * c->seq_len); }

@@ -6,6 +6,7 @@
 #define CONFIG_STR 256
 #define CONFIG_NAME 16
 #define MAX_LAYERS 1024
+#define MAX_OUTLIER_WINDOW 1000
 
 // One block's normalization: where (placement) and which operator (norm).
 typedef struct { char placement[CONFIG_NAME], norm[CONFIG_NAME]; } BlockSpec;
@@ -22,8 +23,8 @@ typedef struct {
     int n_blocks;
     BlockSpec blocks[MAX_LAYERS];
     // train
-    long batch_size, seq_len, total_batch_tokens, steps, warmup_steps, seed, threads;
-    double lr, min_lr, decay_frac, weight_decay, beta1, beta2, eps, grad_clip;
+    long batch_size, seq_len, total_batch_tokens, steps, warmup_steps, seed, threads, outlier_window;
+    double lr, min_lr, decay_frac, weight_decay, beta1, beta2, eps, grad_clip, skip_outliers;
     char schedule[CONFIG_STR];
     // data
     char train_data[CONFIG_STR], val_data[CONFIG_STR], tokenizer[CONFIG_STR];
@@ -48,6 +49,8 @@ void config_apply_override(Config *c, const char *assignment);
 void config_validate(Config *c);
 // The resolved config as pretty JSON (caller frees).
 char *config_to_json(const Config *c);
+// The first key on which two validated configs differ, or NULL when they are the same.
+const char *config_first_difference(const Config *a, const Config *b);
 // Number of micro-batches per optimizer step.
 long config_grad_accum(const Config *c);
 

@@ -451,6 +451,30 @@ void gpt_backward(GPT *m, const int *inputs, const int *targets, int B, int T, r
     embed_backward(m, inputs, B, T);
 }
 
+static int all_finite(const real *x, size_t n) {
+    int ok = 1;
+    #pragma omp parallel for reduction(&&:ok)
+    for (size_t i = 0; i < n; i++) ok = ok && isfinite(x[i]);
+    return ok;
+}
+
+void gpt_locate_nonfinite(const GPT *m, int B, int T, char *out, size_t size) {
+    size_t NS = (size_t)B * T * m->S;
+    if (!all_finite(m->encoded, NS)) { snprintf(out, size, "the embeddings (activations)"); return; }
+    for (int l = 0; l < m->L; l++)
+        if (!all_finite(m->acts[l].out, NS)) { snprintf(out, size, "block %d (activations)", l); return; }
+    // Each block's tensors are contiguous and named h.<l>.*, in block order.
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ParamTensor *t = &m->tensors[i];
+        int l;
+        if (sscanf(t->name, "h.%d.", &l) == 1 && !all_finite(m->grads + t->offset, t->size)) {
+            snprintf(out, size, "block %d (gradient of %s)", l, t->name);
+            return;
+        }
+    }
+    snprintf(out, size, "the final norm, LM head or embeddings (no block output or block gradient is non-finite)");
+}
+
 double gpt_flops_per_token(const GPT *m, int T) {
     double matmul_params = (double)m->V * m->S;  // the LM head
     for (int i = 0; i < m->n_tensors; i++) {

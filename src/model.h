@@ -110,6 +110,10 @@ double gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T);
 // where the loss is the SUM of token losses (so dloss_scale = 1/(tokens per optimizer step)).
 void gpt_backward(GPT *m, const int *inputs, const int *targets, int B, int T, real dloss_scale);
 void gpt_zero_grad(GPT *m);
+// After a non-finite loss or gradient norm (and only then: it scans every activation): names where it
+// first appears, in forward order — the embeddings or the first block whose output or parameter
+// gradient holds a non-finite value — from the last forward of (B,T) and the accumulated gradients.
+void gpt_locate_nonfinite(const GPT *m, int B, int T, char *out, size_t size);
 // Recompute BHyT's per-block constant c = ||W_V W_O||_F^2 / (T d) from the current weights.
 void gpt_refresh_bhyt(GPT *m);
 int gpt_has_bhyt(const GPT *m);

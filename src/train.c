@@ -21,6 +21,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_signal = 0;
@@ -105,17 +106,67 @@ static int file_exists(const char *path) {
     return stat(path, &st) == 0;
 }
 
-// Remove what an earlier run left in dir (its log and checkpoints) before a fresh start.
-static void clear_run(const char *dir) {
+// Remove what an earlier run left in dir before a fresh start (its log and checkpoints), or, with
+// partial_only, the temporary files of checkpoints a killed run was writing.
+static void clear_run(const char *dir, int partial_only) {
     DIR *d = opendir(dir);
     if (!d) return;
     char path[4200];
     for (struct dirent *e; (e = readdir(d));) {
-        if (strncmp(e->d_name, "ckpt_", 5) != 0 && strcmp(e->d_name, "log.jsonl") != 0) continue;
+        size_t n = strlen(e->d_name);
+        int partial = n > 4 && !strcmp(e->d_name + n - 4, ".tmp");
+        int ours = !strncmp(e->d_name, "ckpt_", 5) || (!partial_only && !strcmp(e->d_name, "log.jsonl"));
+        if (!ours || (partial_only && !partial)) continue;
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         unlink(path);
     }
     closedir(d);
+}
+
+// Refuse to start when out.dir cannot hold `keep` checkpoints plus the one being written.
+static void check_free_space(const char *dir, const Config *cfg, const GPT *m) {
+    struct statvfs fs;
+    if (statvfs(dir, &fs) != 0) die(1, "out.dir %s: cannot query free space: %s", dir, strerror(errno));
+    double need = (double)checkpoint_bytes(cfg, m) * (double)(cfg->keep + 1);
+    double have = (double)fs.f_bavail * (double)fs.f_frsize;
+    if (need > have)
+        die(1, "out.dir %s: %.1f MB free, but out.keep + 1 = %ld checkpoints need %.1f MB", dir, have / 1e6,
+            cfg->keep + 1, need / 1e6);
+}
+
+// A resumed run trains with the config embedded in its checkpoint; a config.json that says otherwise
+// (edited by hand) would misdescribe the run, so it is refused rather than silently ignored.
+static void check_config_file_agrees(const char *config_path, const Config *cfg, const char *ckpt) {
+    if (!file_exists(config_path)) return;  // e.g. a converted checkpoint placed in a new directory
+    Config saved;
+    config_defaults(&saved);
+    config_load_file(&saved, config_path);
+    config_validate(&saved);
+    const char *key = config_first_difference(&saved, cfg);
+    if (key)
+        die(EXIT_CONFIG, "%s: %s differs from the config in %s, which a resumed run uses; restore the file or "
+            "start a new run", config_path, key, ckpt);
+}
+
+// train.skip_outliers: whether this step's loss or gradient norm lies more than z standard deviations
+// above the mean of the last `window` steps that were not skipped (and the window is full).
+static int is_outlier(const RunState *st, long window, double z, double loss, double norm) {
+    if (z <= 0 || st->n_history < window) return 0;
+    double value[2] = {loss, norm};
+    for (int k = 0; k < 2; k++) {
+        double mean = 0, var = 0;
+        for (long i = 0; i < window; i++) mean += st->history[i][k] / window;
+        for (long i = 0; i < window; i++) var += (st->history[i][k] - mean) * (st->history[i][k] - mean);
+        if (value[k] > mean + z * sqrt(var / (window - 1))) return 1;
+    }
+    return 0;
+}
+
+static void remember_step(RunState *st, long window, double loss, double norm) {
+    if (st->n_history == window) memmove(st->history, st->history + 1, (window - 1) * sizeof st->history[0]);
+    else st->n_history++;
+    st->history[st->n_history - 1][0] = loss;
+    st->history[st->n_history - 1][1] = norm;
 }
 
 // Keep only the log lines of steps <= last_step, so a resumed run's log reads as one run.
@@ -271,21 +322,17 @@ int main(int argc, char **argv) {
     char *config_text = config_to_json(&cfg);
     printf("normgpt: %s\nconfig (resolved):\n%s\n", resume_path ? resume_path : args.config_path, config_text);
     print_machine(threads);
+    free(config_text);
 
     // Run directory: a fresh run refuses to mix with an earlier one unless told to replace it.
     char log_path[4200], config_path[4200];
     snprintf(log_path, sizeof log_path, "%s/log.jsonl", run_dir);
     snprintf(config_path, sizeof config_path, "%s/config.json", run_dir);
     check_writable_dir(run_dir);
-    if (!resume_path) {
-        if (file_exists(log_path) && !args.overwrite)
-            die(1, "out.dir %s already holds a run; resume it with --resume %s, or pass --overwrite, "
-                   "or choose another --out.dir=...", run_dir, run_dir);
-        clear_run(run_dir);
-        if (write_file_atomic(config_path, config_text, strlen(config_text)) != 0)
-            die(1, "%s: cannot write: %s", config_path, strerror(errno));
-    }
-    free(config_text);
+    if (resume_path) check_config_file_agrees(config_path, &cfg, resume_path);
+    else if (file_exists(log_path) && !args.overwrite)
+        die(1, "out.dir %s already holds a run; resume it with --resume %s, or pass --overwrite, "
+               "or choose another --out.dir=...", run_dir, run_dir);
 
     // Data
     int B = (int)cfg.batch_size, T = (int)cfg.seq_len;
@@ -307,11 +354,24 @@ int main(int argc, char **argv) {
     // Model and optimizer
     GPT model;
     gpt_build(&model, &cfg);
+    check_free_space(run_dir, &cfg, &model);
+    // Only now, with every input checked, does the run directory change.
+    clear_run(run_dir, resume_path != NULL);
+    if (!resume_path) {
+        config_text = config_to_json(&cfg);
+        if (write_file_atomic(config_path, config_text, strlen(config_text)) != 0)
+            die(1, "%s: cannot write: %s", config_path, strerror(errno));
+        free(config_text);
+    }
     AdamW opt;
     adamw_init(&opt, model.n_params);
-    RunState st = {0, 0, rng_stream((uint64_t)cfg.seed, 2).state};
+    static RunState st;  // static: the outlier window is too big for the stack
+    st.sample_rng = rng_stream((uint64_t)cfg.seed, 2).state;
     if (resume_path) {
         checkpoint_load(resume_path, &model, &opt, &st);
+        if (st.n_history > cfg.outlier_window)
+            die(1, "%s: its outlier window holds %d steps, more than train.outlier_window = %ld", resume_path,
+                st.n_history, cfg.outlier_window);
         train.position = st.data_position;
         truncate_log(log_path, st.step);
         printf("resumed from %s at step %ld\n", resume_path, st.step);
@@ -355,15 +415,26 @@ int main(int argc, char **argv) {
         for (long micro = 0; micro < accum; micro++) {
             dataset_next_batch(&train, B, inputs, targets);
             loss += gpt_forward(&model, inputs, targets, B, T) / accum;
+            if (!isfinite(loss)) break;  // keep this micro-batch's activations for the diagnosis
             gpt_backward(&model, inputs, targets, B, T, (real)(1.0 / ((double)B * T * accum)));
         }
         double grad_norm = l2_norm(model.grads, model.n_params);
-        if (!isfinite(loss) || !isfinite(grad_norm))
-            die(1, "step %ld: loss %g, grad norm %g is not finite; stopping (last checkpoint kept in %s)",
-                step, loss, grad_norm, run_dir);
+        if (!isfinite(loss) || !isfinite(grad_norm)) {
+            char where[256];
+            gpt_locate_nonfinite(&model, B, T, where, sizeof where);
+            die(1, "step %ld: loss %g, grad norm %g is not finite, first in %s; stopping (last checkpoint kept in "
+                "%s)", step, loss, grad_norm, where, run_dir);
+        }
         double lr = lr_schedule(&cfg, step - 1);
-        adamw_step(&opt, &model, lr, clip_scale(grad_norm, cfg.grad_clip), cfg.beta1, cfg.beta2, cfg.eps,
-                   cfg.weight_decay);
+        int skipped = is_outlier(&st, cfg.outlier_window, cfg.skip_outliers, loss, grad_norm);
+        if (skipped) {
+            printf("step %ld: loss %.4f, grad norm %.3f more than %g standard deviations above the last %ld steps; "
+                   "skipped (no update)\n", step, loss, grad_norm, cfg.skip_outliers, cfg.outlier_window);
+        } else {
+            adamw_step(&opt, &model, lr, clip_scale(grad_norm, cfg.grad_clip), cfg.beta1, cfg.beta2, cfg.eps,
+                       cfg.weight_decay);
+            remember_step(&st, cfg.outlier_window, loss, grad_norm);
+        }
         if (gpt_has_bhyt(&model) && step % bhyt_refresh == 0) gpt_refresh_bhyt(&model);
         double ms = 1e3 * (now_seconds() - t0);
         ema_ms = step == first_step ? ms : 0.9 * ema_ms + 0.1 * ms;
@@ -372,8 +443,8 @@ int main(int argc, char **argv) {
         format_duration(eta, sizeof eta, ema_ms / 1e3 * (cfg.steps - step));
         printf("step %5ld/%ld | loss %.4f | lr %.2e | norm %.3f | %6.1f ms | %6.0f tok/s | MFU %4.1f%% | ETA %s\n",
                step, cfg.steps, loss, lr, grad_norm, ms, tok_s, 100 * flops_per_token * tok_s / peak, eta);
-        fprintf(log, "{\"step\":%ld,\"loss\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,\"ms\":%.3f,\"tokens_per_s\":%.1f}\n",
-                step, loss, lr, grad_norm, ms, tok_s);
+        fprintf(log, "{\"step\":%ld,\"loss\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,\"ms\":%.3f,"
+                "\"tokens_per_s\":%.1f%s}\n", step, loss, lr, grad_norm, ms, tok_s, skipped ? ",\"skipped\":true" : "");
         fflush(log);
 
         int last = step == cfg.steps;

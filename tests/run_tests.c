@@ -72,9 +72,27 @@ int expect_exit(void (*fn)(void *), void *ctx, int code, const char *expect) {
     return ok;
 }
 
+void trainer_command(const char *cmd, char *full, size_t size) {
+    const char *trainer = getenv("NORMGPT_TRAIN");
+    size_t len = 0;
+    full[0] = '\0';
+    for (const char *p = cmd; *p && len + 1 < size;) {
+        int at_trainer = !strncmp(p, "./train", 7) && (p[7] == ' ' || p[7] == '\0');
+        if (at_trainer && trainer) {
+            len += snprintf(full + len, size - len, "%s", trainer);
+            p += 7;
+        } else {
+            full[len++] = *p++;
+            full[len] = '\0';
+        }
+    }
+    if (len + 1 >= size) die(1, "command too long: %s", cmd);
+}
+
 int run_command(const char *cmd, char *out, size_t size) {
-    char full[8192];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    char trainer_cmd[8192], full[8300];
+    trainer_command(cmd, trainer_cmd, sizeof trainer_cmd);
+    snprintf(full, sizeof full, "%s 2>&1", trainer_cmd);
     FILE *p = popen(full, "r");
     if (!p) return -1;
     size_t len = 0;

@@ -2,7 +2,12 @@
 #include "testing.h"
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 static char out[1 << 16];
 
@@ -32,6 +37,15 @@ static void test_cli_errors(void) {
     CHECK(rc == 1 && strstr(out, "README.md"), "bad tokenizer: rc %d: %s", rc, out);
     rc = run_command("./train --resume /tmp/normgpt_no_such_run", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "/tmp/normgpt_no_such_run"), "resume of nothing: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs/default.json --train.outlier_window=1", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "train.outlier_window"), "outlier window too short: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "configs"), "a directory as config: rc %d: %s", rc, out);
+    // A run directory whose only checkpoint is not one: the file is named, nothing to resume.
+    rc = run_command("mkdir -p /tmp/normgpt_cli_err && head -c 2000 README.md > /tmp/normgpt_cli_err/ckpt_00000004.bin "
+                     "&& ./train --resume /tmp/normgpt_cli_err", out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "ckpt_00000004.bin: not a normgpt checkpoint") && strstr(out, "no valid checkpoint"),
+          "bad checkpoint: rc %d: %s", rc, out);
     run_command("rm -rf /tmp/normgpt_cli_err", out, sizeof out);
 }
 
@@ -149,10 +163,201 @@ static void test_convert_checkpoint(void) {
     run_command(cmd, out, sizeof out);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Crashes and signals. Run A (uninterrupted) and the interrupted runs use the same config, out.dir
+// included (checkpoints embed it): A is moved aside when it is done. train.skip_outliers is on so
+// that the outlier window is part of what resume must restore.
+
+#define CRASH_RUN SMALL " --train.steps=16 --eval.every=4 --sample.every=8 --out.checkpoint_every=2 --out.keep=3 " \
+                        "--train.skip_outliers=0.5 --train.outlier_window=3 --overwrite --out.dir=" CRASH_DIR
+#define CRASH_DIR "/tmp/normgpt_crash"
+#define CRASH_A "/tmp/normgpt_crash_a"
+
+// Start `cmd` in the background (exec'ed by sh, so the pid is the trainer's), output to out_path.
+static pid_t spawn(const char *cmd, const char *out_path) {
+    char full[8192], exec_cmd[8300];
+    trainer_command(cmd, full, sizeof full);
+    snprintf(exec_cmd, sizeof exec_cmd, "exec %s > %s 2>&1", full, out_path);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", exec_cmd, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+// Wait (up to a minute) until `path` exists or the process has ended. Returns 1 if the file appeared.
+static int wait_for_file(const char *path, pid_t pid) {
+    struct stat st;
+    for (int i = 0; i < 6000; i++) {
+        if (stat(path, &st) == 0) return 1;
+        if (waitpid(pid, NULL, WNOHANG) == pid) return stat(path, &st) == 0;
+        usleep(10000);
+    }
+    return 0;
+}
+
+// B's losses (training and validation, every step) equal A's, and so do the final checkpoints.
+static void check_same_run(const char *b) {
+    double la[64], lb[64];
+    char pa[256], pb[256], cmd[512];
+    snprintf(pa, sizeof pa, "%s/log.jsonl", CRASH_A);
+    snprintf(pb, sizeof pb, "%s/log.jsonl", b);
+    int na = read_losses(pa, 0, la, 64), nb = read_losses(pb, 0, lb, 64);
+    CHECK(na == 16 + 5 && nb == na, "%s: log lengths %d vs %d", b, na, nb);  // 16 steps, evals at 0,4,8,12,16
+    int same = na == nb;
+    for (int i = 0; i < na && i < nb; i++) same &= la[i] == lb[i];
+    CHECK(same, "%s: losses differ from the uninterrupted run", b);
+    snprintf(cmd, sizeof cmd, "cmp %s/ckpt_00000016.bin %s/ckpt_00000016.bin", CRASH_A, b);
+    CHECK(run_command(cmd, out, sizeof out) == 0, "%s: final checkpoints differ: %s", b, out);
+}
+
+// The reference run; returns 0 when it failed. Also checks the outlier policy: skipped steps are
+// marked in the log and take no AdamW step (adam_t in the final checkpoint counts the updates).
+static int crash_reference_run(void) {
+    int rc = run_command("rm -rf " CRASH_DIR " " CRASH_A " && " CRASH_RUN " && mv " CRASH_DIR " " CRASH_A, out,
+                         sizeof out);
+    CHECK(rc == 0, "uninterrupted run failed: %s", out);
+    if (rc != 0) return 0;
+    int skipped_stdout = 0;
+    for (const char *p = out; (p = strstr(p, "skipped (no update)")); p++) skipped_stdout++;
+    FILE *f = fopen(CRASH_A "/log.jsonl", "r");
+    char line[4096];
+    int skipped = 0;
+    while (f && fgets(line, sizeof line, f)) skipped += strstr(line, "\"skipped\":true") != NULL;
+    if (f) fclose(f);
+    CHECK(skipped > 0 && skipped < 13 && skipped == skipped_stdout, "skipped steps: %d in the log, %d on stdout",
+          skipped, skipped_stdout);
+    f = fopen(CRASH_A "/ckpt_00000016.bin", "rb");
+    unsigned char header[1024];
+    char meta[1 << 16] = {0};
+    if (f && fread(header, 1, sizeof header, f) == sizeof header) {
+        uint32_t len = header[8] | header[9] << 8 | header[10] << 16;
+        if (len < sizeof meta && fread(meta, 1, len, f) != len) meta[0] = '\0';
+    }
+    if (f) fclose(f);
+    cJSON *m = cJSON_Parse(meta);
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "adam_t");
+    CHECK(cJSON_IsNumber(t) && t->valuedouble == 16 - skipped, "adam_t %g after %d skipped steps of 16",
+          cJSON_IsNumber(t) ? t->valuedouble : -1, skipped);
+    cJSON_Delete(m);
+    return 1;
+}
+
+static void test_kill9_resume(void) {
+    const char *B = CRASH_DIR;
+    if (!crash_reference_run()) return;
+    char cmd[4096];
+    // SIGKILL at a random moment after the first checkpoint; the delay is printed to reproduce a failure.
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    int delay_ms = rand() % 1000;
+    pid_t pid = spawn(CRASH_RUN, CRASH_DIR ".out");
+    CHECK(wait_for_file(CRASH_DIR "/ckpt_00000002.bin", pid), "no first checkpoint");
+    usleep(delay_ms * 1000);
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    printf("    killed %d ms after the first checkpoint (%s)\n", delay_ms,
+           WIFSIGNALED(status) ? "mid-run" : "the run had already finished");
+    // What a kill during a checkpoint write leaves behind: a partial temporary file, to be ignored and removed.
+    snprintf(cmd, sizeof cmd, "head -c 3000 %s/ckpt_00000016.bin > %s/ckpt_00000099.bin.tmp", CRASH_A, B);
+    run_command(cmd, out, sizeof out);
+    snprintf(cmd, sizeof cmd, "./train --resume %s", B);
+    int rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "resumed from"), "resume after kill -9 (delay %d ms) failed: %s", delay_ms, out);
+    check_same_run(B);
+    snprintf(cmd, sizeof cmd, "test -e %s/ckpt_00000099.bin.tmp", B);
+    CHECK(run_command(cmd, out, sizeof out) != 0, "resume left the partial checkpoint file behind");
+    // A hand-edited config.json disagrees with the checkpoint the run resumes with: refused, nothing touched.
+    snprintf(cmd, sizeof cmd, "sed -i 's/\"steps\":[[:space:]]*16/\"steps\": 20/' %s/config.json && "
+             "./train --resume %s", B, B);
+    rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "config.json") && strstr(out, "train.steps") && !strstr(out, "resumed from"),
+          "edited config.json: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s.out", B, B);
+    run_command(cmd, out, sizeof out);
+}
+
+static void test_sigterm_checkpoints(void) {
+    const char *C = CRASH_DIR;
+    char cmd[4096];
+    struct stat st;
+    if (stat(CRASH_A "/ckpt_00000016.bin", &st) != 0 && !crash_reference_run()) return;
+    pid_t pid = spawn(CRASH_RUN, CRASH_DIR ".out");
+    CHECK(wait_for_file(CRASH_DIR "/ckpt_00000002.bin", pid), "no first checkpoint");
+    kill(pid, SIGTERM);
+    int status;
+    waitpid(pid, &status, 0);
+    FILE *f = fopen(CRASH_DIR ".out", "r");
+    size_t n = f ? fread(out, 1, sizeof out - 1, f) : 0;
+    out[n] = '\0';
+    if (f) fclose(f);
+    long stopped = -1;
+    const char *line = strstr(out, "stopped by signal 15 after step ");
+    if (line) sscanf(line, "stopped by signal 15 after step %ld", &stopped);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0 && stopped >= 2 && stopped < 16,
+          "SIGTERM: status %d, stopped at %ld: %s", status, stopped, out);
+    snprintf(cmd, sizeof cmd, "test -e %s/ckpt_%08ld.bin", C, stopped);
+    CHECK(run_command(cmd, out, sizeof out) == 0, "no checkpoint at step %ld", stopped);
+    snprintf(cmd, sizeof cmd, "./train --resume %s", C);
+    int rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "resumed from"), "resume after SIGTERM failed: %s", out);
+    check_same_run(C);
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s.out %s", C, C, CRASH_A);
+    run_command(cmd, out, sizeof out);
+}
+
+// lr * weight_decay > 2 makes every decayed weight grow 99-fold per step: a genuine blow-up to inf.
+static void test_nonfinite_stops(void) {
+    const char *dir = "/tmp/normgpt_nan";
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, SMALL " --train.steps=30 --train.lr=10 --train.min_lr=0 --train.weight_decay=10 "
+             "--train.schedule=constant --train.warmup_steps=0 --eval.every=0 --sample.tokens=0 "
+             "--out.checkpoint_every=1 --out.keep=2 --out.dir=%s --overwrite", dir);
+    int rc = run_command(cmd, out, sizeof out);
+    long step = -1;
+    const char *line = strstr(out, "error: step ");
+    if (line) sscanf(line, "error: step %ld", &step);
+    CHECK(rc == 1 && step > 1 && strstr(line, "not finite, first in ") && strstr(line, "block"),
+          "blow-up: rc %d: %s", rc, out);
+    // No checkpoint of the bad step; the one before it loads (and the resumed run stops at the same step).
+    snprintf(cmd, sizeof cmd, "test -e %s/ckpt_%08ld.bin", dir, step);
+    CHECK(run_command(cmd, out, sizeof out) != 0, "a checkpoint was written for the non-finite step %ld", step);
+    snprintf(cmd, sizeof cmd, "./train --resume %s", dir);
+    rc = run_command(cmd, out, sizeof out);
+    char resumed[128], again[64];
+    snprintf(resumed, sizeof resumed, "ckpt_%08ld.bin at step %ld", step - 1, step - 1);
+    snprintf(again, sizeof again, "error: step %ld: ", step);
+    CHECK(rc == 1 && strstr(out, resumed) && strstr(out, again), "resume of the last good checkpoint: rc %d: %s",
+          rc, out);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    run_command(cmd, out, sizeof out);
+}
+
+// out.dir problems are found before anything is written.
+static void test_out_dir_errors(void) {
+    int rc = run_command(SMALL " --out.dir=README.md/run", out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "out.dir README.md/run"), "out.dir under a file: rc %d: %s", rc, out);
+    rc = run_command(SMALL " --out.keep=1000000 --out.dir=/tmp/normgpt_full --overwrite", out, sizeof out);
+    int lines = 0;
+    for (const char *p = out; (p = strstr(p, "error")); p++) lines++;
+    CHECK(rc == 1 && lines == 1 && strstr(out, "out.dir /tmp/normgpt_full") && strstr(out, "free"),
+          "checkpoints that cannot fit: rc %d: %s", rc, out);
+    CHECK(run_command("ls -A /tmp/normgpt_full", out, sizeof out) == 0 && out[0] == '\0',
+          "a refused run left files behind: %s", out);
+    run_command("rm -rf /tmp/normgpt_full", out, sizeof out);
+}
+
 const TestCase cli_tests[] = {
     {"cli: bad input gives one line and exit code", test_cli_errors},
     {"cli: resume equals the uninterrupted run", test_resume_equals_uninterrupted},
     {"cli: a short run on Brown learns", test_learns_brown},
     {"cli: --convert pre-ln to rmsnorm and crmsnorm", test_convert_checkpoint},
+    {"cli: kill -9 then resume equals uninterrupted", test_kill9_resume},
+    {"cli: SIGTERM checkpoints, exits 0, resumes", test_sigterm_checkpoints},
+    {"cli: non-finite loss names step and block", test_nonfinite_stops},
+    {"cli: unwritable or too small out.dir", test_out_dir_errors},
     {NULL, NULL},
 };

@@ -303,7 +303,7 @@ static void test_checkpoint_roundtrip(void) {
     adamw_init(&ob, a.n_params);
     for (size_t i = 0; i < a.n_params; i++) { oa.m[i] = (real)i; oa.v[i] = (real)(2 * i); }
     oa.t = 3;
-    RunState st = {1, 42, 0xDEADBEEFCAFEF00Dull}, got;
+    static RunState st = {1, 42, 0xDEADBEEFCAFEF00Dull, 2, {{1.5, 0.1}, {M_PI, 1e-300}}}, got;
     checkpoint_save(dir, &c, &a, &oa, &st, 5);
     st.step = 2;
     checkpoint_save(dir, &c, &a, &oa, &st, 5);
@@ -314,6 +314,8 @@ static void test_checkpoint_roundtrip(void) {
     CHECK(memcmp(oa.v, ob.v, a.n_params * sizeof(real)) == 0, "adam state differs after load");
     CHECK(got.step == 2 && got.data_position == 42 && got.sample_rng == 0xDEADBEEFCAFEF00Dull && ob.t == 3,
           "run state differs after load");
+    CHECK(got.n_history == 2 && memcmp(got.history, st.history, sizeof st.history[0] * 2) == 0,
+          "outlier window differs after load");
     Config back;
     checkpoint_read_config(latest, &back);
     CHECK(back.n_embd == c.n_embd && back.vocab_size == c.vocab_size && back.lr == c.lr, "embedded config");
@@ -340,6 +342,45 @@ static void test_checkpoint_roundtrip(void) {
     gpt_free(&a); gpt_free(&b);
 }
 
+// Header sizes whose product wraps around 2^64 to the file size (a fuzz corpus input) are rejected.
+static void test_checkpoint_wrapped_sizes(void) {
+    char dir[] = "/tmp/normgpt_wrap_XXXXXX", cmd[256], out[4096];
+    if (!mkdtemp(dir)) die(1, "mkdtemp failed");
+    snprintf(cmd, sizeof cmd, "cp tests/fuzz_corpus/checkpoint/wrapped_sizes.bin %s/ckpt_00000001.bin && "
+             "./train --resume %s", dir, dir);
+    int rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "ckpt_00000001.bin: truncated or inconsistent sizes") &&
+          strstr(out, "no valid checkpoint"), "a checkpoint with wrapped sizes: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    run_command(cmd, out, sizeof out);
+}
+
+// gpt_locate_nonfinite names the first non-finite block output, else the first block gradient.
+static void test_locate_nonfinite(void) {
+    Config c = tiny_config(1, 1);
+    GPT m;
+    gpt_build(&m, &c);
+    gpt_init(&m, 3);
+    int inputs[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, targets[10] = {2, 3, 4, 5, 6, 7, 8, 9, 10, 0};
+    char where[256];
+    gpt_zero_grad(&m);
+    gpt_forward(&m, inputs, targets, 2, 5);
+    gpt_backward(&m, inputs, targets, 2, 5, (real)0.1);
+    m.grads[m.tensors[m.n_tensors - 1].offset] = (real)INFINITY;  // the final norm: no block to blame
+    gpt_locate_nonfinite(&m, 2, 5, where, sizeof where);
+    CHECK(strstr(where, "the final norm") != NULL, "a final-norm gradient blamed on %s", where);
+    for (int i = 0; i < m.n_tensors; i++)
+        if (!strcmp(m.tensors[i].name, "h.1.mlp.fc.weight")) m.grads[m.tensors[i].offset + 3] = (real)NAN;
+    gpt_locate_nonfinite(&m, 2, 5, where, sizeof where);
+    CHECK(strstr(where, "block 1 (gradient of h.1.mlp.fc.weight)") != NULL, "gradient: %s", where);
+    for (int i = 0; i < m.n_tensors; i++)  // a NaN weight in block 1 poisons block 1's output and all after
+        if (!strcmp(m.tensors[i].name, "h.1.attn.proj.weight")) m.params[m.tensors[i].offset] = (real)NAN;
+    gpt_forward(&m, inputs, targets, 2, 5);
+    gpt_locate_nonfinite(&m, 2, 5, where, sizeof where);
+    CHECK(!strcmp(where, "block 1 (activations)"), "activations: %s", where);
+    gpt_free(&m);
+}
+
 const TestCase model_tests[] = {
     {"model layout, init and decay flags", test_model_init_and_layout},
     {"model gradients (finite differences)", test_model_gradients},
@@ -352,5 +393,7 @@ const TestCase model_tests[] = {
     {"lr schedules", test_lr_schedules},
     {"grad norm and clipping", test_grad_norm_and_clip},
     {"checkpoint round trip, checksum fallback, keep", test_checkpoint_roundtrip},
+    {"non-finite values: the first block is named", test_locate_nonfinite},
+    {"checkpoint: wrapped header sizes are rejected", test_checkpoint_wrapped_sizes},
     {NULL, NULL},
 };

@@ -25,6 +25,10 @@ void fill_normal(real *x, size_t n, double std, Rng *r);
 // `expect` (a file or key name). Returns 1 when both hold.
 int expect_exit(void (*fn)(void *), void *ctx, int code, const char *expect);
 
+// `cmd` with each "./train" replaced by $NORMGPT_TRAIN when set (make test-sanitize runs the tests
+// against the sanitized trainer that way). run_command does it for every command.
+void trainer_command(const char *cmd, char *full, size_t size);
+
 // Run a shell command, capturing stdout+stderr into out (size bytes). Returns the exit status.
 int run_command(const char *cmd, char *out, size_t size);
 
