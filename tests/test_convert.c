@@ -105,10 +105,7 @@ static void test_convert_refuses_other_models(void) {
     };
     for (int i = 0; i < 3; i++) {
         Config c = tiny_config(1, 1);
-        c.n_blocks = 0;
-        snprintf(c.placement, sizeof c.placement, "%s", cases[i][0]);
-        snprintf(c.norm, sizeof c.norm, "%s", cases[i][1]);
-        snprintf(c.final_norm, sizeof c.final_norm, "rmsnorm");
+        use_preset(&c, cases[i][0], cases[i][1], "rmsnorm");
         config_validate(&c);
         const char *why = convert_unsupported(&c);
         CHECK(why && strstr(why, cases[i][2]), "%s/%s: got '%s'", cases[i][0], cases[i][1], why ? why : "(accepted)");

@@ -25,6 +25,13 @@ Config tiny_config(int bias, int tied) {
     return c;
 }
 
+void use_preset(Config *c, const char *placement, const char *norm, const char *final_norm) {
+    c->n_blocks = 0;
+    snprintf(c->placement, sizeof c->placement, "%s", placement);
+    snprintf(c->norm, sizeof c->norm, "%s", norm);
+    snprintf(c->final_norm, sizeof c->final_norm, "%s", final_norm);
+}
+
 typedef struct { GPT *m; int inputs[8], targets[8]; int B, T; } ModelCase;
 
 static double model_loss(void *p) {
@@ -74,10 +81,7 @@ static void test_model_gradients_norm_matrix(void) {
         for (size_t n = 0; n < sizeof norms / sizeof *norms; n++) {
             Config c = tiny_config(1, 1);
             c.n_layer = 3;
-            c.n_blocks = 0;
-            snprintf(c.placement, sizeof c.placement, "%s", placements[p]);
-            snprintf(c.norm, sizeof c.norm, "%s", norms[n]);
-            snprintf(c.final_norm, sizeof c.final_norm, "auto");
+            use_preset(&c, placements[p], norms[n], "auto");
             c.mix_ratio = 0.34;  // one post block of three
             char label[64];
             snprintf(label, sizeof label, "%s/%s", placements[p], norms[n]);
@@ -87,17 +91,12 @@ static void test_model_gradients_norm_matrix(void) {
     static const char *bhyt_placements[] = {"bhyt", "bhyt_star"};
     for (int p = 0; p < 2; p++) {
         Config c = tiny_config(1, 1);
-        c.n_blocks = 0;
-        snprintf(c.placement, sizeof c.placement, "%s", bhyt_placements[p]);
-        snprintf(c.norm, sizeof c.norm, "bhyt");
-        snprintf(c.final_norm, sizeof c.final_norm, "bhyt");
+        use_preset(&c, bhyt_placements[p], "bhyt", "bhyt");
         c.bhyt_final_lambda = 1.5;
         check_model_gradients(c, bhyt_placements[p]);
     }
     Config crms = tiny_config(1, 1);
-    crms.n_blocks = 0;
-    snprintf(crms.norm, sizeof crms.norm, "crmsnorm");
-    snprintf(crms.final_norm, sizeof crms.final_norm, "auto");
+    use_preset(&crms, "pre", "crmsnorm", "auto");
     check_model_gradients(crms, "pre/crmsnorm");
 }
 
@@ -111,16 +110,11 @@ static void test_model_gradients_options(void) {
     snprintf(c.pos, sizeof c.pos, "rope");
     c.n_head = 4;
     c.n_kv_head = 2;
-    c.n_blocks = 0;
-    snprintf(c.placement, sizeof c.placement, "hybrid");
-    snprintf(c.norm, sizeof c.norm, "rmsnorm");
-    snprintf(c.final_norm, sizeof c.final_norm, "auto");
+    use_preset(&c, "hybrid", "rmsnorm", "auto");
     check_model_gradients(c, "rope + gqa + hybrid");
     c = tiny_config(0, 1);
     c.embed_scale = 1;
-    c.n_blocks = 0;
-    snprintf(c.norm, sizeof c.norm, "dyt");
-    snprintf(c.final_norm, sizeof c.final_norm, "auto");
+    use_preset(&c, "pre", "dyt", "auto");
     check_model_gradients(c, "dyt + embedding scale");
     c = tiny_config(1, 1);
     snprintf(c.final_norm, sizeof c.final_norm, "none");
@@ -129,7 +123,6 @@ static void test_model_gradients_options(void) {
     c.head_bias = 1;
     check_model_gradients(c, "head bias, otherwise bias-free");
     c = tiny_config(1, 1);
-    c.n_blocks = 0;
     config_apply_override(&c, "model.blocks=[{\"placement\":\"post\",\"norm\":\"dyt\"},"
                               "{\"placement\":\"hybrid_star\",\"norm\":\"rmsnorm\"}]");
     check_model_gradients(c, "per-block table");
@@ -139,9 +132,7 @@ static void test_model_gradients_options(void) {
 // parameters, so losses and every gradient agree, and so do the models after AdamW steps.
 static void test_center_stream_equals_pre_ln(void) {
     Config ln = tiny_config(1, 1), rms = tiny_config(1, 1);
-    rms.n_blocks = 0;
-    snprintf(rms.norm, sizeof rms.norm, "rmsnorm");
-    snprintf(rms.final_norm, sizeof rms.final_norm, "auto");
+    use_preset(&rms, "pre", "rmsnorm", "auto");
     rms.center_stream = 1;
     config_validate(&rms);
     check_model_gradients(rms, "center_stream");
@@ -180,10 +171,7 @@ static void test_bhyt_refresh(void) {
     Config c = tiny_config(0, 1);
     c.n_head = 4;
     c.n_kv_head = 2;
-    c.n_blocks = 0;
-    snprintf(c.placement, sizeof c.placement, "bhyt");
-    snprintf(c.norm, sizeof c.norm, "bhyt");
-    snprintf(c.final_norm, sizeof c.final_norm, "auto");
+    use_preset(&c, "bhyt", "bhyt", "auto");
     config_validate(&c);
     GPT m;
     gpt_build(&m, &c);

@@ -35,6 +35,9 @@ int run_command(const char *cmd, char *out, size_t size);
 // A tiny validated Pre-LN model config (test_model.c): every parameter can be checked by finite
 // differences in well under a second.
 Config tiny_config(int bias, int tied);
+// Replace c's block table by the expansion of `placement` x `norm` with the final norm `final_norm`
+// (config_validate expands it again).
+void use_preset(Config *c, const char *placement, const char *norm, const char *final_norm);
 
 // Test tables of each file.
 extern const TestCase method_tests[];
