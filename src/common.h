@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <cblas.h>
+#include "fastmath.h"
 
 // `real` is the element type of parameters, activations and gradients. The trainer is built with
 // float (fp32, sgemm); the test binary is built with -DNORMGPT_DOUBLE so that the very same kernels
@@ -26,9 +27,9 @@ typedef float real;
 #define cblas_gemm cblas_sgemm
 #define cblas_gemv cblas_sgemv
 #define REAL_NAME "float32"
-#define real_exp expf
+#define real_exp fast_expf
 #define real_log logf
-#define real_tanh tanhf
+#define real_tanh fast_tanhf
 #define real_sqrt sqrtf
 #endif
 

@@ -24,6 +24,7 @@ typedef struct {
     BlockSpec blocks[MAX_LAYERS];
     // train
     long batch_size, seq_len, total_batch_tokens, steps, warmup_steps, seed, threads, outlier_window;
+    int recompute;
     double lr, min_lr, decay_frac, weight_decay, beta1, beta2, eps, grad_clip, skip_outliers;
     char schedule[CONFIG_STR];
     // data

@@ -17,22 +17,39 @@ void encoder_forward(real *out, const int *tokens, const real *wte, const real *
     }
 }
 
-void encoder_backward(real *dwte, real *dwpe, const real *dout, const int *tokens, int B, int T, int C) {
+// dst[rows[n]] += scale * src[n] for n in order, in parallel over blocks of channels: tokens that
+// share a row add into it in the same order for any thread count.
+static void scatter_add_rows(real *dst, const real *src, const int *rows, int N, int C, real scale) {
     #pragma omp parallel for
     for (int c0 = 0; c0 < C; c0 += CHANNEL_BLOCK) {
         int c1 = c0 + CHANNEL_BLOCK < C ? c0 + CHANNEL_BLOCK : C;
-        for (int n = 0; n < B * T; n++) {
-            const real *g = dout + (size_t)n * C;
-            if (dwte) {
-                real *e = dwte + (size_t)tokens[n] * C;
-                for (int c = c0; c < c1; c++) e[c] += g[c];
-            }
-            if (dwpe) {
-                real *p = dwpe + (size_t)(n % T) * C;
-                for (int c = c0; c < c1; c++) p[c] += g[c];
-            }
+        for (int n = 0; n < N; n++) {
+            real *d = dst + (size_t)rows[n] * C;
+            const real *g = src + (size_t)n * C;
+            for (int c = c0; c < c1; c++) d[c] += scale * g[c];
         }
     }
+}
+
+// dst (C) += scale * sum over the N rows of src (N,C), in the same fixed order.
+static void add_column_sums(real *dst, const real *src, int N, int C, real scale) {
+    #pragma omp parallel for
+    for (int c0 = 0; c0 < C; c0 += CHANNEL_BLOCK) {
+        int c1 = c0 + CHANNEL_BLOCK < C ? c0 + CHANNEL_BLOCK : C;
+        for (int n = 0; n < N; n++) {
+            const real *g = src + (size_t)n * C;
+            for (int c = c0; c < c1; c++) dst[c] += scale * g[c];
+        }
+    }
+}
+
+void encoder_backward(real *dwte, real *dwpe, const real *dout, const int *tokens, int B, int T, int C) {
+    if (dwte) scatter_add_rows(dwte, dout, tokens, B * T, C, 1);
+    if (!dwpe) return;
+    #pragma omp parallel for
+    for (int t = 0; t < T; t++)
+        for (int b = 0; b < B; b++)
+            for (int c = 0; c < C; c++) dwpe[(size_t)t * C + c] += dout[((size_t)b * T + t) * C + c];
 }
 
 void matmul_forward(real *out, const real *residual, const real *inp, const real *weight, const real *bias,
@@ -55,15 +72,7 @@ void matmul_backward(real *dinp, real *dweight, real *dbias, const real *dout, c
     if (dinp)
         cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1, dout, OC, weight, IC, 0, dinp, IC);
     cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1, dout, OC, inp, IC, 1, dweight, IC);
-    if (!dbias) return;
-    #pragma omp parallel for
-    for (int o0 = 0; o0 < OC; o0 += CHANNEL_BLOCK) {
-        int o1 = o0 + CHANNEL_BLOCK < OC ? o0 + CHANNEL_BLOCK : OC;
-        for (int n = 0; n < N; n++) {
-            const real *g = dout + (size_t)n * OC;
-            for (int o = o0; o < o1; o++) dbias[o] += g[o];
-        }
-    }
+    if (dbias) add_column_sums(dbias, dout, N, OC, 1);
 }
 
 // Columns, inside one token's qkv row, of query head h and of the kv head it reads.
@@ -77,13 +86,15 @@ static HeadCols head_cols(int h, int H, int Hkv, int hs) {
 static void causal_softmax(real *P, int T) {
     for (int t = 0; t < T; t++) {
         real *row = P + (size_t)t * T;
-        real maxv = row[0];
-        for (int s = 1; s <= t; s++) maxv = row[s] > maxv ? row[s] : maxv;
-        double sum = 0;
+        real maxv = row[0], sum = 0;
+        #pragma omp simd reduction(max:maxv)
+        for (int s = 0; s <= t; s++) maxv = row[s] > maxv ? row[s] : maxv;
+        #pragma omp simd reduction(+:sum)
         for (int s = 0; s <= t; s++) { row[s] = real_exp(row[s] - maxv); sum += row[s]; }
-        real inv = (real)(1.0 / sum);
+        real inv = 1 / sum;
+        #pragma omp simd
         for (int s = 0; s <= t; s++) row[s] *= inv;
-        for (int s = t + 1; s < T; s++) row[s] = 0;
+        memset(row + t + 1, 0, (size_t)(T - t - 1) * sizeof(real));
     }
 }
 
@@ -91,11 +102,12 @@ static void causal_softmax(real *P, int T) {
 static void causal_softmax_backward(real *dS, const real *P, int T, real scale) {
     for (int t = 0; t < T; t++) {
         const real *p = P + (size_t)t * T;
-        real *d = dS + (size_t)t * T;
-        double dot = 0;
+        real *d = dS + (size_t)t * T, dot = 0;
+        #pragma omp simd reduction(+:dot)
         for (int s = 0; s <= t; s++) dot += p[s] * d[s];
-        for (int s = 0; s <= t; s++) d[s] = p[s] * (d[s] - (real)dot) * scale;
-        for (int s = t + 1; s < T; s++) d[s] = 0;
+        #pragma omp simd
+        for (int s = 0; s <= t; s++) d[s] = p[s] * (d[s] - dot) * scale;
+        memset(d + t + 1, 0, (size_t)(T - t - 1) * sizeof(real));
     }
 }
 
@@ -242,23 +254,35 @@ void crossentropy_forward(real *losses, real *probs, const int *targets, int N, 
     for (int n = 0; n < N; n++) {
         real *p = probs + (size_t)n * V;
         real maxv = p[0];
-        for (int i = 1; i < V; i++) maxv = p[i] > maxv ? p[i] : maxv;
-        real target_logit = p[targets[n]] - maxv;
-        double sum = 0;
+        #pragma omp simd reduction(max:maxv)
+        for (int i = 0; i < V; i++) maxv = p[i] > maxv ? p[i] : maxv;
+        real target_logit = p[targets[n]] - maxv, sum = 0;
+        #pragma omp simd reduction(+:sum)
         for (int i = 0; i < V; i++) { p[i] = real_exp(p[i] - maxv); sum += p[i]; }
-        real inv = (real)(1.0 / sum);
+        real inv = 1 / sum;
+        #pragma omp simd
         for (int i = 0; i < V; i++) p[i] *= inv;
-        losses[n] = (real)(log(sum) - target_logit);
+        losses[n] = real_log(sum) - target_logit;
     }
 }
 
-void crossentropy_backward(real *probs, const int *targets, real dloss, int N, int V) {
+// dlogits = dloss (probs - onehot): the probabilities go through the two gemms with alpha = dloss,
+// the one-hot part is a gather and a scatter of single rows. No pass over the (N,V) tensor is
+// needed to form dlogits.
+void classifier_backward(real *dinp, real *dweight, real *dbias, const real *probs, const real *inp,
+                         const real *weight, const int *targets, real dloss, int N, int C, int V) {
+    cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, V, dloss, probs, V, weight, C, 0, dinp, C);
     #pragma omp parallel for
     for (int n = 0; n < N; n++) {
-        real *p = probs + (size_t)n * V;
-        for (int i = 0; i < V; i++) p[i] *= dloss;
-        p[targets[n]] -= dloss;
+        const real *w = weight + (size_t)targets[n] * C;
+        real *d = dinp + (size_t)n * C;
+        for (int c = 0; c < C; c++) d[c] -= dloss * w[c];
     }
+    cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, N, dloss, probs, V, inp, C, 1, dweight, C);
+    scatter_add_rows(dweight, inp, targets, N, C, -dloss);
+    if (!dbias) return;
+    add_column_sums(dbias, probs, N, V, dloss);
+    for (int n = 0; n < N; n++) dbias[targets[n]] -= dloss;
 }
 
 void center_rows(real *x, int N, int C) {

@@ -47,8 +47,11 @@ void gelu_backward(real *dinp, const real *inp, const real *dout, size_t n);
 
 // Softmax over V in place (logits -> probs), losses (N) = -log probs[target].
 void crossentropy_forward(real *losses, real *probs, const int *targets, int N, int V);
-// In place: probs (N,V) -> dlogits = dloss * (probs - onehot(target)).
-void crossentropy_backward(real *probs, const int *targets, real dloss, int N, int V);
+// The LM head and loss together, backward from the probabilities the forward left: with
+// dlogits = dloss * (probs - onehot(targets)), dinp (N,C) = dlogits @ weight (overwritten),
+// dweight (V,C) += dlogits^T @ inp, dbias (V) += column sums of dlogits (dbias may be NULL).
+void classifier_backward(real *dinp, real *dweight, real *dbias, const real *probs, const real *inp,
+                         const real *weight, const int *targets, real dloss, int N, int C, int V);
 
 // Subtract each row's mean (N rows of C), in place. The centering map is linear and symmetric, so
 // the same call is its own backward.

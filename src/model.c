@@ -1,5 +1,6 @@
 #include "model.h"
 #include "kernels.h"
+#include "profile.h"
 #include "rng.h"
 #include <math.h>
 #include <omp.h>
@@ -158,6 +159,38 @@ static real *act(GPT *m, real **p, size_t count) {
     return *p;
 }
 
+// One block's saved tensors. With `shared` (recompute) every tensor but the block's own output
+// points into `shared`, one set sized for any block, which the backward refills block by block.
+static void layout_block_acts(GPT *m, BlockActs *a, const Block *b, const BlockActs *shared) {
+    size_t N = (size_t)m->maxB * m->seqT, T = m->seqT, C = m->C, S = m->S;
+    size_t QKV = (size_t)(m->H + 2 * m->Hkv) * m->hs, FC = m->swiglu ? 2 * (size_t)m->F : (size_t)m->F;
+    if (shared) {
+        *a = *shared;
+        act(m, &a->out, N * S);
+    } else {
+        memset(a, 0, sizeof *a);
+        if (b->attn_in_norm) { act(m, &a->n1, N * S); act(m, &a->n1_stats, N * NORM_STATS_PER_ROW); }
+        act(m, &a->qkv_raw, N * QKV);
+        if (b->qkv_norm) { act(m, &a->qkv, N * QKV); act(m, &a->qkv_stats, N * (m->H + 2 * m->Hkv)); }
+        act(m, &a->att, (size_t)m->maxB * m->H * T * T);
+        act(m, &a->atty, N * C);
+        act(m, &a->res_attn, N * S);
+        if (b->attn_post_norm) { act(m, &a->h, N * S); act(m, &a->h_stats, N * NORM_STATS_PER_ROW); }
+        if (b->ffn_in_norm) { act(m, &a->n2, N * S); act(m, &a->n2_stats, N * NORM_STATS_PER_ROW); }
+        act(m, &a->fch, N * FC);
+        act(m, &a->fch_act, N * m->F);
+        act(m, &a->res_ffn, N * S);
+        if (b->ffn_post_norm) { act(m, &a->out, N * S); act(m, &a->out_stats, N * NORM_STATS_PER_ROW); }
+    }
+    // What the placement lacks aliases what takes its place.
+    if (!b->qkv_norm) a->qkv = a->qkv_raw;
+    if (!b->attn_post_norm) a->h = a->res_attn;
+    if (!b->ffn_post_norm) {
+        if (shared) a->res_ffn = a->out;  // the block's own output, the next block's input: kept
+        else a->out = a->res_ffn;
+    }
+}
+
 static void layout_acts(GPT *m) {
     size_t B = m->maxB, T = m->seqT, C = m->C, S = m->S, N = B * T;
     size_t QKV = (size_t)(m->H + 2 * m->Hkv) * m->hs, FC = m->swiglu ? 2 * (size_t)m->F : (size_t)m->F;
@@ -165,26 +198,14 @@ static void layout_acts(GPT *m) {
     m->n_acts = 0;
     if (m->embed_scale) act(m, &m->emb, N * S);
     act(m, &m->encoded, N * S);
+    BlockActs shared;
+    if (m->recompute) {  // one set for every placement in the model: each optional part is there
+        Block all = {.attn_in_norm = 1, .qkv_norm = 1, .attn_post_norm = 1, .ffn_in_norm = 1, .ffn_post_norm = 1};
+        layout_block_acts(m, &shared, &all, NULL);
+    }
     for (int l = 0; l < m->L; l++) {
-        const Block *b = &m->blocks[l];
-        BlockActs *a = &m->acts[l];
-        memset(a, 0, sizeof *a);
-        if (b->attn_in_norm) { act(m, &a->n1, N * S); act(m, &a->n1_stats, N * NORM_STATS_PER_ROW); }
-        act(m, &a->qkv_raw, N * QKV);
-        a->qkv = a->qkv_raw;
-        if (b->qkv_norm) { act(m, &a->qkv, N * QKV); act(m, &a->qkv_stats, N * (m->H + 2 * m->Hkv)); }
-        act(m, &a->att, B * m->H * T * T);
-        act(m, &a->atty, N * C);
-        act(m, &a->res_attn, N * S);
-        a->h = a->res_attn;
-        if (b->attn_post_norm) { act(m, &a->h, N * S); act(m, &a->h_stats, N * NORM_STATS_PER_ROW); }
-        if (b->ffn_in_norm) { act(m, &a->n2, N * S); act(m, &a->n2_stats, N * NORM_STATS_PER_ROW); }
-        act(m, &a->fch, N * FC);
-        act(m, &a->fch_act, N * m->F);
-        act(m, &a->res_ffn, N * S);
-        a->out = a->res_ffn;
-        if (b->ffn_post_norm) { act(m, &a->out, N * S); act(m, &a->out_stats, N * NORM_STATS_PER_ROW); }
-        any_bhyt |= b->shared_stat;
+        layout_block_acts(m, &m->acts[l], &m->blocks[l], m->recompute ? &shared : NULL);
+        any_bhyt |= m->blocks[l].shared_stat;
     }
     if (m->has_final_norm) { act(m, &m->lnf_out, N * S); act(m, &m->lnf_stats, N * NORM_STATS_PER_ROW); }
     act(m, &m->logits, N * m->V);
@@ -219,6 +240,7 @@ void gpt_build(GPT *m, const Config *cfg) {
     m->F = cfg->ffn_hidden ? (int)cfg->ffn_hidden : m->swiglu ? (8 * m->C / 3 + 31) / 32 * 32 : 4 * m->C;
     m->rope = name_is(cfg->pos, "rope");
     m->center_stream = cfg->center_stream;
+    m->recompute = cfg->recompute;
     m->bhyt_kappa = (real)cfg->bhyt_kappa;
     m->maxB = (int)cfg->batch_size;
     m->seqT = (int)cfg->seq_len;
@@ -302,35 +324,43 @@ static void block_forward(GPT *m, int l, int B, int T) {
     BlockActs *a = &m->acts[l];
     int N = B * T, C = m->C, S = m->S, QKV = (m->H + 2 * m->Hkv) * m->hs;
     int FC = m->swiglu ? 2 * m->F : m->F;
+    double n = N;  // FLOP counts in double: N * S * FC overflows int at paper scale
     const real *x = block_input(m, l);
     // attention sublayer
     const real *attn_in = x;
-    if (b->attn_in_norm) { norm_forward(&b->n1, a->n1, a->n1_stats, x, N, S); attn_in = a->n1; }
-    matmul_forward(a->qkv_raw, NULL, attn_in, b->qkv.w, b->qkv.b, N, S, QKV);
+    if (b->attn_in_norm) {
+        TIMED("norm (fwd)", 0, norm_forward(&b->n1, a->n1, a->n1_stats, x, N, S));
+        attn_in = a->n1;
+    }
+    TIMED("matmul qkv (fwd)", 2 * n * S * QKV, matmul_forward(a->qkv_raw, NULL, attn_in, b->qkv.w, b->qkv.b, N, S, QKV));
     if (b->qkv_norm)
-        qkvnorm_forward(a->qkv, a->qkv_stats, a->qkv_raw, b->gq, b->gk, b->gv, b->qkv_eps, N, m->H, m->Hkv, m->hs);
-    if (m->rope) rope_forward(a->qkv, m->rope_cos, m->rope_sin, B, T, m->H, m->Hkv, m->hs);
-    attention_forward(a->atty, a->att, a->qkv, B, T, m->H, m->Hkv, m->hs);
-    matmul_forward(a->res_attn, x, a->atty, b->attn_proj.w, b->attn_proj.b, N, C, S);
-    if (m->center_stream) center_rows(a->res_attn, N, S);
-    if (b->attn_post_norm) norm_forward(&b->n1, a->h, a->h_stats, a->res_attn, N, S);
+        TIMED("qkv-norm (fwd)", 0, qkvnorm_forward(a->qkv, a->qkv_stats, a->qkv_raw, b->gq, b->gk, b->gv, b->qkv_eps,
+                                                   N, m->H, m->Hkv, m->hs));
+    if (m->rope) TIMED("rope (fwd)", 0, rope_forward(a->qkv, m->rope_cos, m->rope_sin, B, T, m->H, m->Hkv, m->hs));
+    TIMED("attention (fwd)", 4 * n * T * C, attention_forward(a->atty, a->att, a->qkv, B, T, m->H, m->Hkv, m->hs));
+    TIMED("matmul attn.proj (fwd)", 2 * n * C * S,
+          matmul_forward(a->res_attn, x, a->atty, b->attn_proj.w, b->attn_proj.b, N, C, S));
+    if (m->center_stream) TIMED("center stream", 0, center_rows(a->res_attn, N, S));
+    if (b->attn_post_norm) TIMED("norm (fwd)", 0, norm_forward(&b->n1, a->h, a->h_stats, a->res_attn, N, S));
     // FFN sublayer
     const real *ffn_in = a->h;
     if (b->ffn_in_norm) {
         if (b->shared_stat)
-            bhyt_shared_forward(a->n2, a->n2_stats, a->h, a->n1_stats, bhyt_correction(b, m->bhyt_kappa),
-                                b->n2.scale, b->n2.weight, m->bhyt_kappa, b->n2.eps, N, S);
+            TIMED("norm (fwd)", 0, bhyt_shared_forward(a->n2, a->n2_stats, a->h, a->n1_stats,
+                                                       bhyt_correction(b, m->bhyt_kappa), b->n2.scale, b->n2.weight,
+                                                       m->bhyt_kappa, b->n2.eps, N, S));
         else
-            norm_forward(&b->n2, a->n2, a->n2_stats, a->h, N, S);
+            TIMED("norm (fwd)", 0, norm_forward(&b->n2, a->n2, a->n2_stats, a->h, N, S));
         ffn_in = a->n2;
     }
-    matmul_forward(a->fch, NULL, ffn_in, b->fc.w, b->fc.b, N, S, FC);
-    if (m->swiglu) swiglu_forward(a->fch_act, a->fch, N, m->F);
-    else gelu_forward(a->fch_act, a->fch, (size_t)N * m->F);
+    TIMED("matmul fc (fwd)", 2 * n * S * FC, matmul_forward(a->fch, NULL, ffn_in, b->fc.w, b->fc.b, N, S, FC));
+    if (m->swiglu) TIMED("swiglu (fwd)", 0, swiglu_forward(a->fch_act, a->fch, N, m->F));
+    else TIMED("gelu (fwd)", 0, gelu_forward(a->fch_act, a->fch, (size_t)N * m->F));
     const real *ffn_base = b->ffn_from_norm ? ffn_in : a->h;
-    matmul_forward(a->res_ffn, ffn_base, a->fch_act, b->fc_proj.w, b->fc_proj.b, N, m->F, S);
-    if (m->center_stream) center_rows(a->res_ffn, N, S);
-    if (b->ffn_post_norm) norm_forward(&b->n2, a->out, a->out_stats, a->res_ffn, N, S);
+    TIMED("matmul fc.proj (fwd)", 2 * n * m->F * S,
+          matmul_forward(a->res_ffn, ffn_base, a->fch_act, b->fc_proj.w, b->fc_proj.b, N, m->F, S));
+    if (m->center_stream) TIMED("center stream", 0, center_rows(a->res_ffn, N, S));
+    if (b->ffn_post_norm) TIMED("norm (fwd)", 0, norm_forward(&b->n2, a->out, a->out_stats, a->res_ffn, N, S));
 }
 
 // Replace m->dres (dL/d of a norm's output) by dL/d of that norm's input.
@@ -352,41 +382,46 @@ static void block_backward(GPT *m, int l, int B, int T) {
     int N = B * T, C = m->C, S = m->S, QKV = (m->H + 2 * m->Hkv) * m->hs;
     int FC = m->swiglu ? 2 * m->F : m->F;
     size_t NS = (size_t)N * S;
+    double n = N;
     const real *x = block_input(m, l);
     // FFN sublayer: m->dres = dL/d out -> dL/d h
-    if (b->ffn_post_norm) through_post_norm(m, &b->n2, a->res_ffn, a->out_stats, N);
-    if (m->center_stream) center_rows(m->dres, N, S);
+    if (b->ffn_post_norm) TIMED("norm (bwd)", 0, through_post_norm(m, &b->n2, a->res_ffn, a->out_stats, N));
+    if (m->center_stream) TIMED("center stream", 0, center_rows(m->dres, N, S));
     const real *ffn_in = b->ffn_in_norm ? a->n2 : a->h;
-    matmul_backward(m->dfch_act, b->fc_proj.dw, b->fc_proj.db, m->dres, a->fch_act, b->fc_proj.w, N, m->F, S);
-    if (m->swiglu) swiglu_backward(m->dfch, m->dfch_act, a->fch, N, m->F);
-    else gelu_backward(m->dfch, a->fch, m->dfch_act, (size_t)N * m->F);
-    matmul_backward(m->dC, b->fc.dw, b->fc.db, m->dfch, ffn_in, b->fc.w, N, S, FC);
+    TIMED("matmul fc.proj (bwd)", 4 * n * m->F * S,
+          matmul_backward(m->dfch_act, b->fc_proj.dw, b->fc_proj.db, m->dres, a->fch_act, b->fc_proj.w, N, m->F, S));
+    if (m->swiglu) TIMED("swiglu (bwd)", 0, swiglu_backward(m->dfch, m->dfch_act, a->fch, N, m->F));
+    else TIMED("gelu (bwd)", 0, gelu_backward(m->dfch, a->fch, m->dfch_act, (size_t)N * m->F));
+    TIMED("matmul fc (bwd)", 4 * n * S * FC, matmul_backward(m->dC, b->fc.dw, b->fc.db, m->dfch, ffn_in, b->fc.w, N, S, FC));
     if (b->ffn_from_norm) {  // the residual carried N2(h): its gradient joins the FFN's, then crosses N2
         add_into(m->dC, m->dres, NS);
         memset(m->dres, 0, NS * sizeof(real));
     }
     if (!b->ffn_in_norm) add_into(m->dres, m->dC, NS);
     else if (b->shared_stat)
-        bhyt_shared_backward(m->dres, m->dmean_sq, b->n2.dscale, b->n2.dweight, m->dC, a->h, a->n2_stats, b->n2.scale,
-                             b->n2.weight, m->bhyt_kappa, N, S);
-    else norm_backward(&b->n2, m->dres, m->dC, a->h, a->n2_stats, N, S);
+        TIMED("norm (bwd)", 0, bhyt_shared_backward(m->dres, m->dmean_sq, b->n2.dscale, b->n2.dweight, m->dC, a->h,
+                                                    a->n2_stats, b->n2.scale, b->n2.weight, m->bhyt_kappa, N, S));
+    else TIMED("norm (bwd)", 0, norm_backward(&b->n2, m->dres, m->dC, a->h, a->n2_stats, N, S));
     // attention sublayer: m->dres = dL/d h -> dL/d x
-    if (b->attn_post_norm) through_post_norm(m, &b->n1, a->res_attn, a->h_stats, N);
-    if (m->center_stream) center_rows(m->dres, N, S);
-    matmul_backward(m->dC, b->attn_proj.dw, b->attn_proj.db, m->dres, a->atty, b->attn_proj.w, N, C, S);
-    attention_backward(m->dqkv, m->att_scratch, m->dC, a->qkv, a->att, B, T, m->H, m->Hkv, m->hs);
-    if (m->rope) rope_backward(m->dqkv, m->rope_cos, m->rope_sin, B, T, m->H, m->Hkv, m->hs);
+    if (b->attn_post_norm) TIMED("norm (bwd)", 0, through_post_norm(m, &b->n1, a->res_attn, a->h_stats, N));
+    if (m->center_stream) TIMED("center stream", 0, center_rows(m->dres, N, S));
+    TIMED("matmul attn.proj (bwd)", 4 * n * C * S,
+          matmul_backward(m->dC, b->attn_proj.dw, b->attn_proj.db, m->dres, a->atty, b->attn_proj.w, N, C, S));
+    TIMED("attention (bwd)", 8 * n * T * C,
+          attention_backward(m->dqkv, m->att_scratch, m->dC, a->qkv, a->att, B, T, m->H, m->Hkv, m->hs));
+    if (m->rope) TIMED("rope (bwd)", 0, rope_backward(m->dqkv, m->rope_cos, m->rope_sin, B, T, m->H, m->Hkv, m->hs));
     const real *dqkv = m->dqkv;
     if (b->qkv_norm) {
-        qkvnorm_backward(m->dqkv_raw, b->dgq, b->dgk, b->dgv, m->dqkv, a->qkv_raw, a->qkv_stats, b->gq, b->gk, b->gv,
-                         N, m->H, m->Hkv, m->hs);
+        TIMED("qkv-norm (bwd)", 0, qkvnorm_backward(m->dqkv_raw, b->dgq, b->dgk, b->dgv, m->dqkv, a->qkv_raw,
+                                                    a->qkv_stats, b->gq, b->gk, b->gv, N, m->H, m->Hkv, m->hs));
         dqkv = m->dqkv_raw;
     }
     const real *attn_in = b->attn_in_norm ? a->n1 : x;
-    matmul_backward(m->dC, b->qkv.dw, b->qkv.db, dqkv, attn_in, b->qkv.w, N, S, QKV);
+    TIMED("matmul qkv (bwd)", 4 * n * S * QKV,
+          matmul_backward(m->dC, b->qkv.dw, b->qkv.db, dqkv, attn_in, b->qkv.w, N, S, QKV));
     if (!b->attn_in_norm) { add_into(m->dres, m->dC, NS); return; }
-    norm_backward(&b->n1, m->dres, m->dC, x, a->n1_stats, N, S);
-    if (b->shared_stat) mean_square_backward(m->dres, m->dmean_sq, x, N, S);
+    TIMED("norm (bwd)", 0, norm_backward(&b->n1, m->dres, m->dC, x, a->n1_stats, N, S));
+    if (b->shared_stat) TIMED("norm (bwd)", 0, mean_square_backward(m->dres, m->dmean_sq, x, N, S));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -418,17 +453,18 @@ static void embed_backward(GPT *m, const int *inputs, int B, int T) {
 double gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
     int N = B * T, S = m->S;
     if (B > m->maxB || T > m->seqT) die(1, "internal: forward of (%d,%d) exceeds buffers (%d,%d)", B, T, m->maxB, m->seqT);
-    embed_forward(m, inputs, B, T);
-    if (m->center_stream) center_rows(m->encoded, N, S);
+    TIMED("embedding (fwd)", 0, embed_forward(m, inputs, B, T));
+    if (m->center_stream) TIMED("center stream", 0, center_rows(m->encoded, N, S));
     for (int l = 0; l < m->L; l++) block_forward(m, l, B, T);
     const real *head_in = block_input(m, m->L);
     if (m->has_final_norm) {
-        norm_forward(&m->lnf, m->lnf_out, m->lnf_stats, head_in, N, S);
+        TIMED("norm (fwd)", 0, norm_forward(&m->lnf, m->lnf_out, m->lnf_stats, head_in, N, S));
         head_in = m->lnf_out;
     }
-    matmul_forward(m->logits, NULL, head_in, m->lm_head.w, m->lm_head.b, N, S, m->V);
+    TIMED("matmul lm_head (fwd)", 2.0 * N * S * m->V,
+          matmul_forward(m->logits, NULL, head_in, m->lm_head.w, m->lm_head.b, N, S, m->V));
     if (!targets) return 0;
-    crossentropy_forward(m->losses, m->logits, targets, N, m->V);
+    TIMED("softmax + loss (fwd)", 0, crossentropy_forward(m->losses, m->logits, targets, N, m->V));
     double sum = 0;
     for (int n = 0; n < N; n++) sum += m->losses[n];
     return sum / N;
@@ -437,18 +473,22 @@ double gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) 
 void gpt_backward(GPT *m, const int *inputs, const int *targets, int B, int T, real dloss_scale) {
     int N = B * T, S = m->S;
     const real *top = block_input(m, m->L);
-    crossentropy_backward(m->logits, targets, dloss_scale, N, m->V);
-    matmul_backward(m->dC, m->lm_head.dw, m->lm_head.db, m->logits, m->has_final_norm ? m->lnf_out : top,
-                    m->lm_head.w, N, S, m->V);
+    TIMED("matmul lm_head + loss (bwd)", 4.0 * N * S * m->V,
+          classifier_backward(m->dC, m->lm_head.dw, m->lm_head.db, m->logits, m->has_final_norm ? m->lnf_out : top,
+                              m->lm_head.w, targets, dloss_scale, N, S, m->V));
     if (m->has_final_norm) {
         memset(m->dres, 0, (size_t)N * S * sizeof(real));
-        norm_backward(&m->lnf, m->dres, m->dC, top, m->lnf_stats, N, S);
+        TIMED("norm (bwd)", 0, norm_backward(&m->lnf, m->dres, m->dC, top, m->lnf_stats, N, S));
     } else {
         memcpy(m->dres, m->dC, (size_t)N * S * sizeof(real));
     }
-    for (int l = m->L - 1; l >= 0; l--) block_backward(m, l, B, T);
-    if (m->center_stream) center_rows(m->dres, N, S);
-    embed_backward(m, inputs, B, T);
+    for (int l = m->L - 1; l >= 0; l--) {
+        // The shared activations still hold the last block's forward; refill them for the others.
+        if (m->recompute && l < m->L - 1) block_forward(m, l, B, T);
+        block_backward(m, l, B, T);
+    }
+    if (m->center_stream) TIMED("center stream", 0, center_rows(m->dres, N, S));
+    TIMED("embedding (bwd)", 0, embed_backward(m, inputs, B, T));
 }
 
 static int all_finite(const real *x, size_t n) {
@@ -483,8 +523,6 @@ double gpt_flops_per_token(const GPT *m, int T) {
     }
     return 6.0 * matmul_params + 12.0 * m->L * m->C * T;  // attention: QK^T and AV, fwd + bwd
 }
-
-size_t gpt_memory_bytes(const GPT *m) { return (4 * m->n_params + m->n_acts) * sizeof(real); }
 
 void gpt_print_blocks(const GPT *m, FILE *out) {
     static const char *places[] = {"pre", "post", "hybrid", "hybrid_star", "bhyt"};

@@ -74,6 +74,7 @@ typedef struct {
 typedef struct {
     int V, maxT, L, H, Hkv, hs, C, S, F;
     int swiglu, rope, center_stream;
+    int recompute;             // blocks share one activation set, refilled by a forward in the backward
     int maxB, seqT;            // activation buffers are sized for (maxB, seqT)
     // parameters
     size_t n_params;
@@ -119,8 +120,6 @@ void gpt_refresh_bhyt(GPT *m);
 int gpt_has_bhyt(const GPT *m);
 // Matmul FLOPs per trained token (forward + backward), attention included, for MFU.
 double gpt_flops_per_token(const GPT *m, int T);
-// Bytes of parameters + grads + AdamW state + activations.
-size_t gpt_memory_bytes(const GPT *m);
 // Print the per-block table (placement, norms, parameters added) to out.
 void gpt_print_blocks(const GPT *m, FILE *out);
 

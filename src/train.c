@@ -10,6 +10,7 @@
 #include "kernels.h"
 #include "model.h"
 #include "optim.h"
+#include "profile.h"
 #include "rng.h"
 #include "sample.h"
 #include "tokenizer.h"
@@ -20,6 +21,7 @@
 #include <omp.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -33,13 +35,14 @@ static void usage(FILE *out) {
           "       ./train --convert CKPT --to rmsnorm|crmsnorm --out FILE\n"
           "Trains a GPT on token shards as the config says; see README.md for every key.\n"
           "  --overwrite   start afresh in an out.dir that already holds a run\n"
+          "  --profile     time every kernel and print where a step's time goes at the end\n"
           "  --convert     write the Pre-RMSNorm or Pre-CRMSNorm model equivalent to a Pre-LN checkpoint\n", out);
 }
 
 typedef struct {
     const char *config_path, *resume_dir, *convert_path, *convert_to, *convert_out;
     ConvertKind convert_kind;
-    int overwrite;
+    int overwrite, profile;
 } Args;
 
 // Where the value of an option that takes one goes; NULL for other arguments.
@@ -79,6 +82,7 @@ static void parse_args(int argc, char **argv, Config *cfg, Args *args) {
         const char *a = argv[i];
         if (value_slot(args, a)) { i++; continue; }
         if (!strcmp(a, "--overwrite")) { args->overwrite = 1; continue; }
+        if (!strcmp(a, "--profile")) { args->profile = 1; continue; }
         if (strncmp(a, "--", 2) != 0 || !strchr(a, '.')) die(EXIT_CONFIG, "command line: unknown argument '%s'", a);
         if (!args->config_path)
             die(EXIT_CONFIG, "command line: '%s': %s keeps the config saved in its checkpoint", a,
@@ -195,7 +199,7 @@ static void truncate_log(const char *path, long last_step) {
 // Machine facts
 
 static int use_threads(const Config *cfg) {
-    int threads = cfg->threads > 0 ? (int)cfg->threads : omp_get_num_procs();
+    int threads = cfg->threads > 0 ? (int)cfg->threads : omp_get_max_threads();  // OMP_NUM_THREADS, or every core
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
     return threads;
@@ -221,6 +225,29 @@ static void print_machine(int threads) {
     const char *coretype = getenv("OPENBLAS_CORETYPE");
     printf("threads: %d, one OpenMP pool shared with %s; sgemm core %s%s%s\n", threads, openblas_get_config(),
            openblas_get_corename(), coretype ? ", forced by OPENBLAS_CORETYPE=" : "", coretype ? coretype : "");
+}
+
+#define MiB 1048576.0
+
+// What the run must hold: parameters, gradients, AdamW's two moments and the activations (saved
+// for the backward, plus its scratch). Refuses a budget beyond the machine's memory.
+static double memory_budget(const GPT *m, const Config *cfg) {
+    double params = (double)m->n_params * sizeof(real), acts = (double)m->n_acts * sizeof(real);
+    double total = 4 * params + acts, ram = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE);
+    printf("memory budget: parameters %.1f + gradients %.1f + AdamW moments %.1f + activations %.1f%s = %.1f MiB\n",
+           params / MiB, params / MiB, 2 * params / MiB, acts / MiB, m->recompute ? " (recomputed)" : "",
+           total / MiB);
+    if (total > ram)
+        die(1, "memory: the run needs %.1f GiB but this machine has %.1f GiB; %s", total / 1024 / MiB,
+            ram / 1024 / MiB, m->recompute ? "lower train.batch_size (gradient accumulation keeps the step's tokens)"
+                                           : "set train.recompute=true, or lower train.batch_size");
+    return total;
+}
+
+static double peak_rss_bytes(void) {
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    return usage.ru_maxrss * 1024.0;  // kilobytes on Linux
 }
 
 static void format_duration(char *out, size_t size, double seconds) {
@@ -387,8 +414,9 @@ int main(int argc, char **argv) {
     // BHyT's c follows the weights about 50 times per run (every max(1, min(1000, steps/50)) steps).
     long bhyt_refresh = cfg.bhyt_refresh;
     if (bhyt_refresh == 0) bhyt_refresh = cfg.steps / 50 < 1 ? 1 : cfg.steps / 50 > 1000 ? 1000 : cfg.steps / 50;
-    printf("step: %ld tokens = %d x %d x %ld micro-batches; %.1f MFLOP/token; memory %.1f MiB\n",
-           cfg.total_batch_tokens, B, T, accum, flops_per_token / 1e6, gpt_memory_bytes(&model) / 1048576.0);
+    printf("step: %ld tokens = %d x %d x %ld micro-batches; %.1f MFLOP/token\n", cfg.total_batch_tokens, B, T,
+           accum, flops_per_token / 1e6);
+    double budget = memory_budget(&model, &cfg);
     printf("sgemm peak measured now: %.1f GFLOP/s\n", peak / 1e9);
 
     FILE *log = fopen(log_path, "a");
@@ -406,19 +434,21 @@ int main(int argc, char **argv) {
         fflush(log);
     }
 
-    double ema_ms = 0;
-    long first_step = st.step + 1;
+    double ema_ms = 0, profiled_seconds = 0;
+    long first_step = st.step + 1, profiled_steps = 0;
     for (long step = first_step; step <= cfg.steps; step++) {
         double t0 = now_seconds();
+        profile_enabled = args.profile && step > first_step;  // the first step pays for page faults, warm-up
         gpt_zero_grad(&model);
         double loss = 0;
         for (long micro = 0; micro < accum; micro++) {
-            dataset_next_batch(&train, B, inputs, targets);
+            TIMED("data", 0, dataset_next_batch(&train, B, inputs, targets));
             loss += gpt_forward(&model, inputs, targets, B, T) / accum;
             if (!isfinite(loss)) break;  // keep this micro-batch's activations for the diagnosis
             gpt_backward(&model, inputs, targets, B, T, (real)(1.0 / ((double)B * T * accum)));
         }
-        double grad_norm = l2_norm(model.grads, model.n_params);
+        double grad_norm;
+        TIMED("gradient norm", 0, grad_norm = l2_norm(model.grads, model.n_params));
         if (!isfinite(loss) || !isfinite(grad_norm)) {
             char where[256];
             gpt_locate_nonfinite(&model, B, T, where, sizeof where);
@@ -431,12 +461,14 @@ int main(int argc, char **argv) {
             printf("step %ld: loss %.4f, grad norm %.3f more than %g standard deviations above the last %ld steps; "
                    "skipped (no update)\n", step, loss, grad_norm, cfg.skip_outliers, cfg.outlier_window);
         } else {
-            adamw_step(&opt, &model, lr, clip_scale(grad_norm, cfg.grad_clip), cfg.beta1, cfg.beta2, cfg.eps,
-                       cfg.weight_decay);
+            TIMED("adamw", 0, adamw_step(&opt, &model, lr, clip_scale(grad_norm, cfg.grad_clip), cfg.beta1, cfg.beta2,
+                                         cfg.eps, cfg.weight_decay));
             remember_step(&st, cfg.outlier_window, loss, grad_norm);
         }
-        if (gpt_has_bhyt(&model) && step % bhyt_refresh == 0) gpt_refresh_bhyt(&model);
+        if (gpt_has_bhyt(&model) && step % bhyt_refresh == 0) TIMED("bhyt refresh", 0, gpt_refresh_bhyt(&model));
         double ms = 1e3 * (now_seconds() - t0);
+        if (profile_enabled) { profiled_steps++; profiled_seconds += ms / 1e3; }
+        profile_enabled = 0;  // evaluation and sampling are not part of a step
         ema_ms = step == first_step ? ms : 0.9 * ema_ms + 0.1 * ms;
         double tok_s = cfg.total_batch_tokens / (ms / 1e3);
         char eta[32];
@@ -475,6 +507,8 @@ int main(int argc, char **argv) {
         }
     }
 
+    printf("peak memory: %.1f MiB resident, %.2fx the budget\n", peak_rss_bytes() / MiB, peak_rss_bytes() / budget);
+    if (args.profile) profile_print(stdout, profiled_steps, profiled_steps ? profiled_seconds / profiled_steps : 0);
     fclose(log);
     free(inputs); free(targets); free(context); free(sample_scratch); free(resume_path);
     tokenizer_free(&tok);

@@ -315,31 +315,58 @@ static void test_gelu_backward(void) {
     CHECK(g0 == 0 && fabs(g1 - 0.8411919906082768) < 1e-12, "gelu(1) = %.16g", (double)g1);
 }
 
-// --- softmax + cross-entropy
-typedef struct { real logits[N * V], probs[N * V], losses[N]; int targets[N]; } CrossEntropyCase;
+// --- LM head + softmax + cross-entropy: L = CE_SCALE * sum of token losses
+typedef struct { real x[N * C], w[V * C], b[V], probs[N * V], losses[N]; int targets[N]; } ClassifierCase;
 #define CE_SCALE 0.7
-static double crossentropy_loss(void *p) {
-    CrossEntropyCase *k = p;
-    memcpy(k->probs, k->logits, sizeof k->probs);
+static double classifier_loss(void *p) {
+    ClassifierCase *k = p;
+    matmul_forward(k->probs, NULL, k->x, k->w, k->b, N, C, V);
     crossentropy_forward(k->losses, k->probs, k->targets, N, V);
     double s = 0;
     for (int i = 0; i < N; i++) s += k->losses[i];
     return CE_SCALE * s;
 }
-static void test_crossentropy_backward(void) {
-    static CrossEntropyCase k;
+static void test_classifier_backward(void) {
+    static ClassifierCase k;
     Rng r = rng_stream(1, 105);
-    fill_normal(k.logits, N * V, 3, &r);
-    for (int i = 0; i < N; i++) k.targets[i] = (int)rng_below(&r, V);
-    crossentropy_loss(&k);
-    double z = 0;
-    for (int i = 0; i < V; i++) z += exp(k.logits[i]);
-    double direct = -log(exp(k.logits[k.targets[0]]) / z);
-    CHECK(fabs(k.losses[0] - direct) < 1e-12, "loss %g vs %g", (double)k.losses[0], direct);
-    crossentropy_backward(k.probs, k.targets, CE_SCALE, N, V);
-    static real dlogits[N * V];
-    memcpy(dlogits, k.probs, sizeof dlogits);
-    CHECK(!gradcheck("dlogits", k.logits, N * V, dlogits, crossentropy_loss, &k), "cross-entropy dlogits");
+    fill_normal(k.x, N * C, 1, &r);
+    fill_normal(k.w, V * C, 1, &r);
+    fill_normal(k.b, V, 1, &r);
+    for (int i = 0; i < N; i++) k.targets[i] = (int)rng_below(&r, 3);  // repeats exercise the scatter
+    classifier_loss(&k);
+    double z = 0, target_logit = k.b[k.targets[0]];
+    for (int c = 0; c < C; c++) target_logit += k.x[c] * k.w[(size_t)k.targets[0] * C + c];
+    for (int i = 0; i < V; i++) {
+        double logit = k.b[i];
+        for (int c = 0; c < C; c++) logit += k.x[c] * k.w[(size_t)i * C + c];
+        z += exp(logit);
+    }
+    CHECK(fabs(k.losses[0] - (log(z) - target_logit)) < 1e-12, "loss %g vs %g", (double)k.losses[0],
+          log(z) - target_logit);
+    static real dx[N * C], dw[V * C], db[V];
+    memset(dw, 0, sizeof dw); memset(db, 0, sizeof db);
+    classifier_backward(dx, dw, db, k.probs, k.x, k.w, k.targets, CE_SCALE, N, C, V);
+    CHECK(!gradcheck("dx", k.x, N * C, dx, classifier_loss, &k), "classifier dx");
+    CHECK(!gradcheck("dweight", k.w, V * C, dw, classifier_loss, &k), "classifier dweight");
+    CHECK(!gradcheck("dbias", k.b, V, db, classifier_loss, &k), "classifier dbias");
+}
+
+// --- the fp32 build's exp and tanh (src/fastmath.h) against libm, over all of float's range
+static void test_fast_exp_tanh(void) {
+    double worst_exp = 0, worst_tanh = 0;
+    for (double x = -87; x <= 88; x += 1e-3) {
+        float xf = (float)x;
+        double e = exp((double)xf), t = tanh((double)xf);
+        worst_exp = fmax(worst_exp, fabs(fast_expf(xf) - e) / e);
+        if (xf != 0) worst_tanh = fmax(worst_tanh, fabs(fast_tanhf(xf) - t) / fabs(t));
+    }
+    for (float x = 1e-30f; x < 1; x *= 1.01f)  // small arguments keep their relative precision
+        worst_tanh = fmax(worst_tanh, fabs(fast_tanhf(x) - tanh((double)x)) / tanh((double)x));
+    CHECK(worst_exp < 3e-7, "fast_expf relative error %.3g", worst_exp);
+    CHECK(worst_tanh < 3e-7, "fast_tanhf relative error %.3g", worst_tanh);
+    CHECK(fast_expf(-1000) > 0 && fast_expf(-1000) < 1e-37 && isfinite(fast_expf(1000)), "exp clamps");
+    CHECK(fast_tanhf(1000) == 1 && fast_tanhf(-1000) == -1, "tanh saturates");
+    CHECK(isnan(fast_expf(NAN)) && isnan(fast_tanhf(NAN)), "NaN stays NaN");
 }
 
 const TestCase kernel_tests[] = {
@@ -355,6 +382,7 @@ const TestCase kernel_tests[] = {
     {"rope: q.k depends on relative position", test_rope_relative_positions},
     {"swiglu backward (finite differences)", test_swiglu_backward},
     {"gelu backward (finite differences)", test_gelu_backward},
-    {"cross-entropy backward (finite differences)", test_crossentropy_backward},
+    {"lm head + cross-entropy backward (finite differences)", test_classifier_backward},
+    {"fp32 exp and tanh within 3e-7 of libm", test_fast_exp_tanh},
     {NULL, NULL},
 };

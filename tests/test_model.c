@@ -126,6 +126,46 @@ static void test_model_gradients_options(void) {
     config_apply_override(&c, "model.blocks=[{\"placement\":\"post\",\"norm\":\"dyt\"},"
                               "{\"placement\":\"hybrid_star\",\"norm\":\"rmsnorm\"}]");
     check_model_gradients(c, "per-block table");
+    c.recompute = 1;
+    check_model_gradients(c, "per-block table, recomputed activations");
+}
+
+// Recomputing block activations in the backward changes memory, not results: the same loss and
+// bit-identical gradients, for placements whose saved tensors differ (post, hybrid, bhyt, mixed).
+static void test_recompute_same_gradients(void) {
+    static const char *presets[][2] = {{"mix", "layernorm"}, {"hybrid", "rmsnorm"}, {"bhyt", "bhyt"}, {"post", "dyt"}};
+    for (int p = 0; p < 4; p++) {
+        Config c = tiny_config(1, 1);
+        c.n_layer = 3;
+        c.mix_ratio = 0.34;
+        use_preset(&c, presets[p][0], presets[p][1], "auto");
+        real *grads[2];
+        double loss[2];
+        size_t acts[2];
+        for (int recompute = 0; recompute < 2; recompute++) {
+            c.recompute = recompute;
+            config_validate(&c);
+            GPT m;
+            gpt_build(&m, &c);
+            gpt_init(&m, 3);
+            int inputs[10], targets[10];
+            for (int i = 0; i < 10; i++) { inputs[i] = (i * 7) % 11; targets[i] = (i * 5 + 1) % 11; }
+            gpt_zero_grad(&m);
+            loss[recompute] = gpt_forward(&m, inputs, targets, 2, 5);
+            gpt_backward(&m, inputs, targets, 2, 5, (real)0.1);
+            grads[recompute] = xcalloc(m.n_params, sizeof(real));
+            memcpy(grads[recompute], m.grads, m.n_params * sizeof(real));
+            acts[recompute] = m.n_acts;
+            if (recompute) {
+                CHECK(loss[0] == loss[1], "%s: loss %.17g vs %.17g", presets[p][0], loss[0], loss[1]);
+                CHECK(!memcmp(grads[0], grads[1], m.n_params * sizeof(real)), "%s: gradients differ", presets[p][0]);
+            }
+            gpt_free(&m);
+        }
+        CHECK(acts[1] < acts[0], "%s: recompute does not save memory (%zu vs %zu reals)", presets[p][0], acts[1], acts[0]);
+        free(grads[0]);
+        free(grads[1]);
+    }
 }
 
 // Jiang et al.: Pre-LN and the zero-mean-stream Pre-RMSNorm are the same function of the same raw
@@ -375,6 +415,7 @@ const TestCase model_tests[] = {
     {"model gradients, untied, no bias", test_model_gradients_untied_nobias},
     {"model gradients, every placement x norm", test_model_gradients_norm_matrix},
     {"model gradients, architecture options", test_model_gradients_options},
+    {"recompute: same loss, identical gradients", test_recompute_same_gradients},
     {"bhyt c equals ||W_V W_O||^2 / (T d)", test_bhyt_refresh},
     {"zero-mean-stream rmsnorm equals pre-ln", test_center_stream_equals_pre_ln},
     {"adamw step equals hand-computed values", test_adamw_hand_computed},
