@@ -21,7 +21,7 @@ DOUBLE_OBJS := $(patsubst src/%.c,build/double/%.o,$(LIB_SRCS))
 TEST_SRCS := $(wildcard tests/*.c)
 TEST_OBJS := $(patsubst tests/%.c,build/double/tests/%.o,$(TEST_SRCS))
 
-.PHONY: all train test deps dev-deps test-sanitize fuzz clean
+.PHONY: all train test bench deps dev-deps test-sanitize fuzz clean
 
 all: build/train
 	@ln -sf build/train train
@@ -95,6 +95,12 @@ train: deps
 test: deps
 	$(MAKE) all build/run_tests
 	build/run_tests
+
+# Speed against the sgemm peak and PyTorch, thread scaling, memory and generation (bench/bench.py).
+# Run it on an otherwise idle machine: other programs on the same cores distort every ratio.
+bench: deps
+	$(MAKE) all
+	/usr/bin/python3 bench/bench.py
 
 # Leaks are checked in the trainer (die() exits with what it had allocated still referenced from
 # the stack, which is not a leak), not in the test binary: the children it forks to watch die()

@@ -434,11 +434,11 @@ int main(int argc, char **argv) {
         fflush(log);
     }
 
-    double ema_ms = 0, profiled_seconds = 0;
-    long first_step = st.step + 1, profiled_steps = 0;
+    double ema_ms = 0, timed_seconds = 0;  // steps after the first, which pays for page faults and warm-up
+    long first_step = st.step + 1, timed_steps = 0;
     for (long step = first_step; step <= cfg.steps; step++) {
         double t0 = now_seconds();
-        profile_enabled = args.profile && step > first_step;  // the first step pays for page faults, warm-up
+        profile_enabled = args.profile && step > first_step;
         gpt_zero_grad(&model);
         double loss = 0;
         for (long micro = 0; micro < accum; micro++) {
@@ -467,7 +467,7 @@ int main(int argc, char **argv) {
         }
         if (gpt_has_bhyt(&model) && step % bhyt_refresh == 0) TIMED("bhyt refresh", 0, gpt_refresh_bhyt(&model));
         double ms = 1e3 * (now_seconds() - t0);
-        if (profile_enabled) { profiled_steps++; profiled_seconds += ms / 1e3; }
+        if (step > first_step) { timed_steps++; timed_seconds += ms / 1e3; }
         profile_enabled = 0;  // evaluation and sampling are not part of a step
         ema_ms = step == first_step ? ms : 0.9 * ema_ms + 0.1 * ms;
         double tok_s = cfg.total_batch_tokens / (ms / 1e3);
@@ -507,8 +507,14 @@ int main(int argc, char **argv) {
         }
     }
 
+    if (timed_steps > 0) {
+        double step_s = timed_seconds / timed_steps, tok_s = cfg.total_batch_tokens / step_s;
+        printf("speed: %.1f ms/step, %.0f tok/s, MFU %.1f%% (mean of %ld steps after the first; %d threads, sgemm "
+               "peak %.1f GFLOP/s)\n", 1e3 * step_s, tok_s, 100 * flops_per_token * tok_s / peak, timed_steps, threads,
+               peak / 1e9);
+        if (args.profile) profile_print(stdout, timed_steps, step_s);
+    }
     printf("peak memory: %.1f MiB resident, %.2fx the budget\n", peak_rss_bytes() / MiB, peak_rss_bytes() / budget);
-    if (args.profile) profile_print(stdout, profiled_steps, profiled_steps ? profiled_seconds / profiled_steps : 0);
     fclose(log);
     free(inputs); free(targets); free(context); free(sample_scratch); free(resume_path);
     tokenizer_free(&tok);

@@ -1,0 +1,107 @@
+#!/usr/bin/python3
+"""make bench: normgpt's training speed against the machine's sgemm peak and against PyTorch.
+
+    /usr/bin/python3 bench/bench.py [--steps 12] [--torch-steps 6] [--out bench/results.md]
+
+Everything is measured in this one run, one program at a time (two OpenMP programs on the same
+cores slow each other down several times), and reported as ratios:
+  - MFU: model FLOPs per second (6 per matmul parameter per token, plus attention) over the sgemm
+    peak that the same ./train process measured at start-up (1024^3 sgemm, best of 4);
+  - for the default config and every method's small config: ms per step, tokens/s, the step time
+    relative to the fastest method, PyTorch's tokens/s on the same model (bench/torch_bench.py,
+    eager fp32, same thread count) and normgpt's ratio to it, and generated tokens/s with the KV
+    cache (./train --generate on the checkpoint the timed run wrote);
+  - the default config on 1 and on 2 threads (the scaling), with the OpenBLAS core the environment
+    forces and with the one OpenBLAS picks itself, and its memory: the budget printed at start-up
+    against the peak resident size.
+The table goes to stdout and, as markdown, to --out.
+"""
+import argparse
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METHODS = ["pre_ln", "post_ln", "mix_ln", "hybridnorm", "hybridnorm_star", "pre_rmsnorm", "pre_rmsnorm_centered",
+           "pre_crmsnorm", "dyt", "bhyt", "bhyt_star"]
+
+
+def run(cmd, env=None):
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"bench: {' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def grab(pattern, text, what):
+    match = re.search(pattern, text, re.M)
+    if not match:
+        sys.exit(f"bench: no '{what}' line in ./train's output")
+    return match
+
+
+def train_speed(config, threads, steps, out_dir, env=None):
+    """Time `steps` training steps (the first excluded) of ./train on `config`."""
+    out = run(["./train", "--config", config, f"--train.steps={steps}", "--train.warmup_steps=1", "--eval.every=0",
+               "--sample.tokens=0", f"--train.threads={threads}", "--out.checkpoint_every=0",
+               f"--out.dir={out_dir}", "--overwrite"], env)
+    speed = grab(r"^speed: ([\d.]+) ms/step, (\d+) tok/s, MFU ([\d.]+)% .*sgemm peak ([\d.]+) GFLOP/s", out, "speed")
+    budget = grab(r"^memory budget: .* = ([\d.]+) MiB", out, "memory budget")
+    rss = grab(r"^peak memory: ([\d.]+) MiB resident, ([\d.]+)x", out, "peak memory")
+    core = grab(r"sgemm core (\S+?)(,|$)", out, "sgemm core")
+    return {"ms": float(speed[1]), "tok_s": float(speed[2]), "mfu": float(speed[3]), "peak": float(speed[4]),
+            "budget": float(budget[1]), "rss": float(rss[1]), "rss_ratio": float(rss[2]), "core": core[1],
+            "checkpoint": os.path.join(out_dir, f"ckpt_{steps:08d}.bin")}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=12, help="normgpt steps per timed run (the first is not timed)")
+    ap.add_argument("--out", default=os.path.join(REPO, "bench", "results.md"))
+    args = ap.parse_args()
+    threads = os.cpu_count()
+    tmp = tempfile.mkdtemp(prefix="normgpt_bench_")
+    lines = []
+
+    def say(line=""):
+        print(line, flush=True)
+        lines.append(line)
+
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    say(f"machine: {cpu}, {threads} cores, {platform.system()} {platform.release()}; "
+        f"OPENBLAS_CORETYPE={forced or '(unset)'}")
+    say()
+
+    # The default config: scaling and memory, with the environment's OpenBLAS core and with its own.
+    default = "configs/default.json"
+    two = train_speed(default, threads, args.steps, f"{tmp}/default_2")
+    one = train_speed(default, 1, args.steps, f"{tmp}/default_1")
+    own_env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    own = train_speed(default, threads, args.steps, f"{tmp}/default_own", own_env)
+    say(f"## default config ({default})")
+    say()
+    say("| run | sgemm core | sgemm peak GFLOP/s | ms/step | tok/s | MFU |")
+    say("| --- | --- | --- | --- | --- | --- |")
+    say(f"| {threads} threads | {two['core']}{' (forced)' if forced else ''} | {two['peak']:.1f} | {two['ms']:.1f} | "
+        f"{two['tok_s']:.0f} | {two['mfu']:.1f}% |")
+    say(f"| 1 thread | {one['core']}{' (forced)' if forced else ''} | {one['peak']:.1f} | {one['ms']:.1f} | "
+        f"{one['tok_s']:.0f} | {one['mfu']:.1f}% |")
+    if forced:
+        say(f"| {threads} threads, OPENBLAS_CORETYPE unset | {own['core']} | {own['peak']:.1f} | {own['ms']:.1f} | "
+            f"{own['tok_s']:.0f} | {own['mfu']:.1f}% |")
+    say()
+    say(f"thread scaling 1 -> {threads}: {two['tok_s'] / one['tok_s']:.2f}x; memory: budget {two['budget']:.1f} MiB, "
+        f"peak resident {two['rss']:.1f} MiB ({two['rss_ratio']:.2f}x the budget)")
+    say()
+
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"bench: wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
