@@ -1,4 +1,4 @@
-# normgpt — `make` builds ./train; `make train` installs what is missing, builds and trains the
+# normgpt — `make` builds ./train (`make MPI=1`: with MPI, for data-parallel runs under mpirun); `make train` installs what is missing, builds and trains the
 # default config; `make test` builds and runs the test suite; `make test-sanitize` runs it again
 # under AddressSanitizer + UndefinedBehaviorSanitizer; `make fuzz` fuzzes the parsers (needs clang).
 
@@ -23,11 +23,22 @@ TEST_OBJS := $(patsubst tests/%.c,build/double/tests/%.o,$(TEST_SRCS))
 
 .PHONY: all train test bench deps dev-deps test-sanitize fuzz clean
 
-all: build/train
-	@ln -sf build/train train
+# MPI touches one file: src/dist.c, compiled by the MPI wrapper with NORMGPT_MPI into build/mpi/, and
+# linked by the wrapper with the same objects as build/train. Without MPI=1, nothing involves MPI.
+MPICC ?= mpicc
+TRAIN := $(if $(filter 1,$(MPI)),build/mpi/train,build/train)
+
+all: $(TRAIN)
+	@ln -sf $(TRAIN) train
 
 build/train: build/float/train.o $(FLOAT_OBJS)
 	$(CC) -o $@ $^ $(LDLIBS)
+
+build/mpi/train: build/float/train.o $(filter-out build/float/dist.o,$(FLOAT_OBJS)) build/mpi/dist.o
+	$(MPICC) -o $@ $^ $(LDLIBS)
+
+build/mpi/dist.o: src/dist.c | build/mpi
+	$(MPICC) $(CFLAGS) -DNORMGPT_MPI -c -o $@ $<
 
 build/float/%.o: src/%.c | build/float
 	$(CC) $(CFLAGS) -c -o $@ $<
@@ -42,7 +53,7 @@ build/double/tests/%.o: tests/%.c | build/double/tests
 build/run_tests: $(TEST_OBJS) $(DOUBLE_OBJS)
 	$(CC) -o $@ $^ $(LDLIBS)
 
-build/float build/double/tests:
+build/float build/double/tests build/mpi:
 	mkdir -p $@
 
 # Sanitizer build of the trainer and the tests. gcc, not clang: its ASan works with libgomp, so
@@ -92,8 +103,9 @@ train: deps
 	$(MAKE) all
 	./train --config configs/default.json --overwrite
 
+# The data-parallel tests run build/mpi/train under mpiexec, so the suite needs MPI (scripts/install_deps.sh).
 test: deps
-	$(MAKE) all build/run_tests
+	$(MAKE) all build/mpi/train build/run_tests
 	build/run_tests
 
 # Speed against the sgemm peak and PyTorch, thread scaling, memory and generation (bench/bench.py).
@@ -108,7 +120,7 @@ bench: deps
 # A sanitizer report exits 86, which no test expects (the trainer's own errors exit 1 or 2).
 SAN_ENV := UBSAN_OPTIONS=print_stacktrace=1:exitcode=86 ASAN_OPTIONS=exitcode=86
 test-sanitize: deps
-	$(MAKE) all build/asan/train build/asan/run_tests
+	$(MAKE) all build/mpi/train build/asan/train build/asan/run_tests
 	$(SAN_ENV):detect_leaks=0 NORMGPT_TRAIN="env $(SAN_ENV):detect_leaks=1 build/asan/train" build/asan/run_tests
 
 # Each target first runs every input of its corpus in tests/fuzz_corpus/ (the seeds and the inputs

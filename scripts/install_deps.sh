@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Install the Debian packages normgpt needs to build and test, if any are missing; with --dev also
-# clang and libomp-dev (clang's omp.h), for `make fuzz` (libFuzzer), which `make train` and `make test`
-# do not need.
+# Install the Debian packages normgpt needs to build and test, if any are missing (MPICH: for
+# `make MPI=1` and the data-parallel tests); with --dev also clang and libomp-dev (clang's omp.h),
+# for `make fuzz` (libFuzzer), which `make train` and `make test` do not need.
 # As root this runs apt-get; otherwise it prints the exact command to run and fails.
 set -euo pipefail
-packages=(gcc make pkg-config libopenblas-openmp-dev libcjson-dev)
+packages=(gcc make pkg-config libopenblas-openmp-dev libcjson-dev mpich libmpich-dev)
 [ "${1:-}" = "--dev" ] && packages+=(clang libomp-dev)
 missing=()
 for p in "${packages[@]}"; do

@@ -38,6 +38,7 @@ static char *metadata_json(const Config *cfg, const GPT *m, const AdamW *opt, co
     cJSON_AddNumberToObject(root, "adam_t", (double)opt->t);
     cJSON_AddNumberToObject(root, "data_position", (double)st->data_position);
     cJSON_AddStringToObject(root, "sample_rng", rng);
+    cJSON_AddNumberToObject(root, "world_size", st->world_size);
     // Hex floats (C99 %a): exact, where cJSON's decimal printing may round the last bit, and a
     // resumed run must compare each step against the very same window.
     cJSON *history = cJSON_AddArrayToObject(root, "outlier_history");
@@ -308,6 +309,12 @@ void checkpoint_load(const char *path, GPT *m, AdamW *opt, RunState *st) {
     const cJSON *rng = cJSON_GetObjectItemCaseSensitive(meta, "sample_rng");
     if (!cJSON_IsString(rng) || sscanf(rng->valuestring, "%" SCNx64, &st->sample_rng) != 1)
         die(1, "%s: metadata lacks 'sample_rng'", path);
+    // Absent in checkpoints from before data-parallel training: one process.
+    const cJSON *world = cJSON_GetObjectItemCaseSensitive(meta, "world_size");
+    double ranks = world ? meta_number(meta, "world_size", path) : 1;
+    if (!(ranks >= 1 && ranks <= 1 << 24) || ranks != (int)ranks)
+        die(1, "%s: metadata 'world_size' is %g, not a number of ranks", path, ranks);
+    st->world_size = (int)ranks;
     // Absent in checkpoints from before train.skip_outliers: an empty window.
     const cJSON *history = cJSON_GetObjectItemCaseSensitive(meta, "outlier_history");
     st->n_history = 0;

@@ -5,7 +5,7 @@
 //                  [3] bytes per value (4 = float32), [4] data offset D (multiple of 64),
 //                  [5..6] number of parameters P (int64), [7..8] FNV-1a 64 checksum of bytes 1024..end
 //   1024 ..        metadata: L bytes of JSON — the resolved config, the run state (step, data position,
-//                  sample RNG, outlier window) and the tensor table (name, shape, offset in values)
+//                  sample RNG, world size, outlier window) and the tensor table (name, shape, offset in values)
 //   D ..           P parameters, then P AdamW first moments, then P AdamW second moments
 // Files are written to a temporary name, fsync'ed and renamed, so a crash never leaves a partial one.
 #ifndef NORMGPT_CHECKPOINT_H
@@ -25,6 +25,7 @@ typedef struct {
     // train.skip_outliers compares a step against, saved so that a resumed run skips the same steps
     int n_history;
     double history[MAX_OUTLIER_WINDOW][2];
+    int world_size;          // data-parallel ranks that trained the last step (1 without MPI)
 } RunState;
 
 // Write a checkpoint file at `path` atomically.

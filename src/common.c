@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 jmp_buf *die_jump;
+char die_prefix[32];
 
 void die(int code, const char *fmt, ...) {
     va_list ap;
@@ -14,7 +15,7 @@ void die(int code, const char *fmt, ...) {
         va_end(ap);
         longjmp(*die_jump, code);
     }
-    fputs("error: ", stderr);
+    fprintf(stderr, "error: %s", die_prefix);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);

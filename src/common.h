@@ -39,6 +39,8 @@ void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), no
 // and exiting, so that one process can feed a parser thousands of bad inputs. Whatever the parser
 // had allocated or opened when it died is the harness's to release. NULL in every other program.
 extern jmp_buf *die_jump;
+// Put after "error: " in every message: "rank R: " on the ranks other than 0 of an MPI run (dist.c).
+extern char die_prefix[32];
 void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void *xcalloc(size_t n, size_t size);
 double now_seconds(void);

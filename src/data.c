@@ -118,13 +118,18 @@ static void build_order(Dataset *d, uint64_t epoch) {
     d->order_epoch = epoch;
 }
 
-void dataset_next_batch(Dataset *d, int B, int *inputs, int *targets) {
+void dataset_batch_at(Dataset *d, uint64_t position, int B, int *inputs, int *targets) {
     long T = d->seq_len;
-    for (int b = 0; b < B; b++, d->position++) {
-        uint64_t epoch = d->position / d->n_windows;
+    for (int b = 0; b < B; b++, position++) {
+        uint64_t epoch = position / d->n_windows;
         if (epoch != d->order_epoch) build_order(d, epoch);
-        read_window(d, d->order[d->position % d->n_windows], inputs + b * T, targets + b * T);
+        read_window(d, d->order[position % d->n_windows], inputs + b * T, targets + b * T);
     }
+}
+
+void dataset_next_batch(Dataset *d, int B, int *inputs, int *targets) {
+    dataset_batch_at(d, d->position, B, inputs, targets);
+    d->position += (uint64_t)B;
 }
 
 void dataset_fixed_batch(const Dataset *d, size_t first, size_t count, int B, int *inputs, int *targets) {

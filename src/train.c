@@ -7,6 +7,7 @@
 #include "config.h"
 #include "convert.h"
 #include "data.h"
+#include "dist.h"
 #include "kernels.h"
 #include "model.h"
 #include "optim.h"
@@ -198,8 +199,11 @@ static void truncate_log(const char *path, long last_step) {
 // ---------------------------------------------------------------------------------------------
 // Machine facts
 
+// train.threads = 0: this machine's cores, split evenly among the ranks running on it.
 static int use_threads(const Config *cfg) {
-    int threads = cfg->threads > 0 ? (int)cfg->threads : omp_get_max_threads();  // OMP_NUM_THREADS, or every core
+    // OMP_NUM_THREADS or every core, split evenly among the MPI ranks on this machine
+    int share = omp_get_max_threads() / dist_local_ranks();
+    int threads = cfg->threads > 0 ? (int)cfg->threads : share > 1 ? share : 1;
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
     return threads;
@@ -319,29 +323,90 @@ static int convert_command(const Args *args) {
 
 // ---------------------------------------------------------------------------------------------
 
-static double evaluate(GPT *m, const Dataset *val, const Config *cfg, int *inputs, int *targets) {
+// The ranks take turns over the validation batches; each batch's loss has exactly one contributor
+// to the sum over ranks, and the mean is summed in batch order: the same number for any world size.
+static double evaluate(GPT *m, const Dataset *val, const Config *cfg, int *inputs, int *targets,
+                       double *batch_losses) {
     int B = (int)cfg->batch_size, T = (int)cfg->seq_len;
     size_t count = (size_t)cfg->eval_batches * B;
-    double sum = 0;
     for (long i = 0; i < cfg->eval_batches; i++) {
+        batch_losses[i] = 0;
+        if (i % dist_world() != dist_rank()) continue;
         dataset_fixed_batch(val, (size_t)i * B, count, B, inputs, targets);
-        sum += gpt_forward(m, inputs, targets, B, T);
+        batch_losses[i] = gpt_forward(m, inputs, targets, B, T);
     }
+    dist_sum_double(batch_losses, (size_t)cfg->eval_batches);
+    double sum = 0;
+    for (long i = 0; i < cfg->eval_batches; i++) sum += batch_losses[i];
     return sum / cfg->eval_batches;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data parallelism (dist.h): every rank holds the whole model and takes one slice of each step's batch.
+
+// A step's global batch is the next total_batch_tokens / seq_len windows of the shuffled stream,
+// whatever the number of ranks: rank r reads the r-th of `world` equal consecutive slices, in micro-
+// batches of the largest size up to train.batch_size that divides its slice.
+static long rank_slice(const Config *cfg, int world, int *micro_windows, long *accum) {
+    long windows = cfg->total_batch_tokens / cfg->seq_len;
+    if (windows % world != 0)
+        die(EXIT_CONFIG, "config: train.total_batch_tokens / train.seq_len = %ld windows per step do not split "
+                         "evenly over %d ranks", windows, world);
+    long slice = windows / world, micro = cfg->batch_size < slice ? cfg->batch_size : slice;
+    while (slice % micro != 0) micro--;
+    *micro_windows = (int)micro;
+    *accum = slice / micro;
+    return slice;
+}
+
+// Sum the gradients over the ranks, and agree on the step's loss (each rank's mean over its slice,
+// summed in rank order, so every rank gets the very same number) and on whether a rank was signalled
+// to stop (returns the first such signal, else 0). scalars holds 2 * world doubles.
+static int all_reduce_step(GPT *m, double *loss, double *scalars) {
+    int world = dist_world(), rank = dist_rank();
+    dist_sum_real(m->grads, m->n_params);
+    for (int r = 0; r < 2 * world; r++) scalars[r] = 0;
+    scalars[rank] = *loss / world;
+    scalars[world + rank] = stop_signal;
+    dist_sum_double(scalars, 2 * (size_t)world);
+    int sig = 0;
+    *loss = 0;
+    for (int r = 0; r < world; r++) {
+        *loss += scalars[r];
+        if (!sig) sig = (int)scalars[world + r];
+    }
+    return sig;
+}
+
+// Rank 0 initializes or loads the model and run; every other rank starts from its copy.
+static void share_run(GPT *m, AdamW *opt, RunState *st) {
+    dist_broadcast(m->params, m->n_params * sizeof(real));
+    dist_broadcast(opt->m, m->n_params * sizeof(real));
+    dist_broadcast(opt->v, m->n_params * sizeof(real));
+    dist_broadcast(&opt->t, sizeof opt->t);
+    dist_broadcast(st, sizeof *st);
 }
 
 int main(int argc, char **argv) {
     Config cfg;
     Args args;
     char *resume_path = NULL;
+    dist_init(&argc, &argv);
+    int rank = dist_rank(), world = dist_world(), root = rank == 0;
     parse_args(argc, argv, &cfg, &args);
+    // Rank 0 alone prints, logs and touches the run directory; the others' output goes nowhere.
+    if (!root && !freopen("/dev/null", "w", stdout)) die(1, "/dev/null: cannot open: %s", strerror(errno));
     setvbuf(stdout, NULL, _IOLBF, 0);
-    if (args.convert_path) return convert_command(&args);
-    if (args.resume_dir) {
+    if (args.convert_path) {
+        if (world > 1) die(EXIT_CONFIG, "command line: --convert runs as one process, not under mpirun");
+        return convert_command(&args);
+    }
+    if (args.resume_dir && root) {
         resume_path = checkpoint_find_latest(args.resume_dir);
         checkpoint_read_config(resume_path, &cfg);
         config_validate(&cfg);
     }
+    dist_broadcast(&cfg, sizeof cfg);
     const char *run_dir = args.resume_dir ? args.resume_dir : cfg.out_dir;
 
     int threads = use_threads(&cfg);
@@ -355,15 +420,16 @@ int main(int argc, char **argv) {
     char log_path[4200], config_path[4200];
     snprintf(log_path, sizeof log_path, "%s/log.jsonl", run_dir);
     snprintf(config_path, sizeof config_path, "%s/config.json", run_dir);
-    check_writable_dir(run_dir);
+    if (root) check_writable_dir(run_dir);
     if (resume_path) check_config_file_agrees(config_path, &cfg, resume_path);
-    else if (file_exists(log_path) && !args.overwrite)
+    else if (root && file_exists(log_path) && !args.overwrite)
         die(1, "out.dir %s already holds a run; resume it with --resume %s, or pass --overwrite, "
                "or choose another --out.dir=...", run_dir, run_dir);
 
     // Data
-    int B = (int)cfg.batch_size, T = (int)cfg.seq_len;
-    long accum = config_grad_accum(&cfg);
+    int B = (int)cfg.batch_size, T = (int)cfg.seq_len, micro_windows;
+    long accum, slice = rank_slice(&cfg, world, &micro_windows, &accum);
+    long step_windows = slice * world;
     Dataset train, val;
     dataset_open(&train, cfg.train_data, "data.train", T, cfg.vocab_size, (uint64_t)cfg.seed);
     int have_val = cfg.val_data[0] != '\0';
@@ -381,10 +447,10 @@ int main(int argc, char **argv) {
     // Model and optimizer
     GPT model;
     gpt_build(&model, &cfg);
-    check_free_space(run_dir, &cfg, &model);
+    if (root) check_free_space(run_dir, &cfg, &model);
     // Only now, with every input checked, does the run directory change.
-    clear_run(run_dir, resume_path != NULL);
-    if (!resume_path) {
+    if (root) clear_run(run_dir, args.resume_dir != NULL);
+    if (root && !resume_path) {
         config_text = config_to_json(&cfg);
         if (write_file_atomic(config_path, config_text, strlen(config_text)) != 0)
             die(1, "%s: cannot write: %s", config_path, strerror(errno));
@@ -399,12 +465,17 @@ int main(int argc, char **argv) {
         if (st.n_history > cfg.outlier_window)
             die(1, "%s: its outlier window holds %d steps, more than train.outlier_window = %ld", resume_path,
                 st.n_history, cfg.outlier_window);
-        train.position = st.data_position;
         truncate_log(log_path, st.step);
         printf("resumed from %s at step %ld\n", resume_path, st.step);
-    } else {
+        if (st.world_size != world)  // the global batch is the same windows; only summation order changes
+            printf("it was trained on %d rank(s), now %d: the same global batches, summed in another order\n",
+                   st.world_size, world);
+    } else if (root) {
         gpt_init(&model, (uint64_t)cfg.seed);
     }
+    share_run(&model, &opt, &st);
+    train.position = st.data_position;
+    st.world_size = world;
     Rng sample_rng = {st.sample_rng};
     double flops_per_token = gpt_flops_per_token(&model, T);
     double peak = measure_sgemm_peak();
@@ -414,21 +485,29 @@ int main(int argc, char **argv) {
     // BHyT's c follows the weights about 50 times per run (every max(1, min(1000, steps/50)) steps).
     long bhyt_refresh = cfg.bhyt_refresh;
     if (bhyt_refresh == 0) bhyt_refresh = cfg.steps / 50 < 1 ? 1 : cfg.steps / 50 > 1000 ? 1000 : cfg.steps / 50;
-    printf("step: %ld tokens = %d x %d x %ld micro-batches; %.1f MFLOP/token\n", cfg.total_batch_tokens, B, T,
-           accum, flops_per_token / 1e6);
+    char ranks[32] = "";
+    if (world > 1) snprintf(ranks, sizeof ranks, " x %d ranks", world);
+    printf("step: %ld tokens = %d x %d x %ld micro-batches%s; %.1f MFLOP/token\n", cfg.total_batch_tokens,
+           micro_windows, T, accum, ranks, flops_per_token / 1e6);
+    if (world > 1)
+        printf("data-parallel: %d ranks (%d on this machine), %s; each step all-reduces %.2f MB of gradients\n",
+               world, dist_local_ranks(), dist_library(), model.n_params * sizeof(real) / 1e6);
     double budget = memory_budget(&model, &cfg);
     printf("sgemm peak measured now: %.1f GFLOP/s\n", peak / 1e9);
+    peak *= world;  // MFU against every rank's cores (alike machines assumed)
 
-    FILE *log = fopen(log_path, "a");
+    FILE *log = fopen(root ? log_path : "/dev/null", "a");
     if (!log) die(1, "%s: cannot open: %s", log_path, strerror(errno));
     int *inputs = xcalloc((size_t)B * T, sizeof(int)), *targets = xcalloc((size_t)B * T, sizeof(int));
     int *context = xcalloc((size_t)T, sizeof(int));
     real *sample_scratch = xcalloc((size_t)model.V, sizeof(real));
+    double *eval_losses = xcalloc((size_t)cfg.eval_batches, sizeof(double));
+    double *rank_scalars = xcalloc(2 * (size_t)world, sizeof(double));
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
 
     if (have_val && cfg.eval_every > 0 && st.step == 0) {
-        double vl = evaluate(&model, &val, &cfg, inputs, targets);
+        double vl = evaluate(&model, &val, &cfg, inputs, targets, eval_losses);
         printf("step %ld: val loss %.4f\n", st.step, vl);
         fprintf(log, "{\"step\":%ld,\"val_loss\":%.6f}\n", st.step, vl);
         fflush(log);
@@ -442,16 +521,21 @@ int main(int argc, char **argv) {
         gpt_zero_grad(&model);
         double loss = 0;
         for (long micro = 0; micro < accum; micro++) {
-            TIMED("data", 0, dataset_next_batch(&train, B, inputs, targets));
-            loss += gpt_forward(&model, inputs, targets, B, T) / accum;
+            uint64_t at = train.position + (uint64_t)(rank * slice + micro * micro_windows);
+            TIMED("data", 0, dataset_batch_at(&train, at, micro_windows, inputs, targets));
+            loss += gpt_forward(&model, inputs, targets, micro_windows, T) / accum;
             if (!isfinite(loss)) break;  // keep this micro-batch's activations for the diagnosis
-            gpt_backward(&model, inputs, targets, B, T, (real)(1.0 / ((double)B * T * accum)));
+            gpt_backward(&model, inputs, targets, micro_windows, T, (real)(1.0 / ((double)cfg.total_batch_tokens)));
         }
+        train.position += (uint64_t)step_windows;
+        int stop;
+        TIMED("all-reduce", 0, stop = all_reduce_step(&model, &loss, rank_scalars));
         double grad_norm;
         TIMED("gradient norm", 0, grad_norm = l2_norm(model.grads, model.n_params));
+        dist_broadcast(&grad_norm, sizeof grad_norm);  // one clip scale everywhere, whatever each rank's threads
         if (!isfinite(loss) || !isfinite(grad_norm)) {
             char where[256];
-            gpt_locate_nonfinite(&model, B, T, where, sizeof where);
+            gpt_locate_nonfinite(&model, micro_windows, T, where, sizeof where);
             die(1, "step %ld: loss %g, grad norm %g is not finite, first in %s; stopping (last checkpoint kept in "
                 "%s)", step, loss, grad_norm, where, run_dir);
         }
@@ -481,28 +565,28 @@ int main(int argc, char **argv) {
 
         int last = step == cfg.steps;
         if (have_val && ((cfg.eval_every > 0 && step % cfg.eval_every == 0) || last)) {
-            double vl = evaluate(&model, &val, &cfg, inputs, targets);
+            double vl = evaluate(&model, &val, &cfg, inputs, targets, eval_losses);
             printf("step %ld: val loss %.4f\n", step, vl);
             fprintf(log, "{\"step\":%ld,\"val_loss\":%.6f}\n", step, vl);
             fflush(log);
         }
-        if (cfg.sample_tokens > 0 && ((cfg.sample_every > 0 && step % cfg.sample_every == 0) || last)) {
+        if (root && cfg.sample_tokens > 0 && ((cfg.sample_every > 0 && step % cfg.sample_every == 0) || last)) {
             printf("---- sample at step %ld ----\n", step);
             generate(&model, &tok, (int)cfg.sample_tokens, cfg.temperature, (int)cfg.top_k, &sample_rng, context,
                      sample_scratch, stdout);
             printf("----\n");
         }
-        int interrupted = stop_signal != 0;
+        int interrupted = stop != 0;
         if (last || interrupted || (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0)) {
             st.step = step;
             st.data_position = train.position;
             st.sample_rng = sample_rng.state;
-            checkpoint_save(run_dir, &cfg, &model, &opt, &st, cfg.keep);
+            dist_check_identical(model.params, model.n_params * sizeof(real), "parameters");
+            if (root) checkpoint_save(run_dir, &cfg, &model, &opt, &st, cfg.keep);
             printf("checkpoint: %s/ckpt_%08ld.bin\n", run_dir, step);
         }
         if (interrupted) {
-            printf("stopped by signal %d after step %ld; continue with ./train --resume %s\n", (int)stop_signal, step,
-                   run_dir);
+            printf("stopped by signal %d after step %ld; continue with ./train --resume %s\n", stop, step, run_dir);
             break;
         }
     }
@@ -517,10 +601,12 @@ int main(int argc, char **argv) {
     printf("peak memory: %.1f MiB resident, %.2fx the budget\n", peak_rss_bytes() / MiB, peak_rss_bytes() / budget);
     fclose(log);
     free(inputs); free(targets); free(context); free(sample_scratch); free(resume_path);
+    free(eval_losses); free(rank_scalars);
     tokenizer_free(&tok);
     adamw_free(&opt);
     gpt_free(&model);
     dataset_close(&train);
     if (have_val) dataset_close(&val);
+    dist_finalize();
     return 0;
 }
