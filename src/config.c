@@ -345,7 +345,6 @@ const char *config_first_difference(const Config *a, const Config *b) {
     return NULL;
 }
 
-long config_grad_accum(const Config *c) { return c->total_batch_tokens / (c->batch_size * c->seq_len); }
 
 char *config_to_json(const Config *c) {
     cJSON *root = cJSON_CreateObject();

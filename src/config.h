@@ -52,7 +52,5 @@ void config_validate(Config *c);
 char *config_to_json(const Config *c);
 // The first key on which two validated configs differ, or NULL when they are the same.
 const char *config_first_difference(const Config *a, const Config *b);
-// Number of micro-batches per optimizer step.
-long config_grad_accum(const Config *c);
 
 #endif

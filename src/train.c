@@ -593,9 +593,9 @@ int main(int argc, char **argv) {
 
     if (timed_steps > 0) {
         double step_s = timed_seconds / timed_steps, tok_s = cfg.total_batch_tokens / step_s;
-        printf("speed: %.1f ms/step, %.0f tok/s, MFU %.1f%% (mean of %ld steps after the first; %d threads, sgemm "
-               "peak %.1f GFLOP/s)\n", 1e3 * step_s, tok_s, 100 * flops_per_token * tok_s / peak, timed_steps, threads,
-               peak / 1e9);
+        printf("speed: %.1f ms/step, %.0f tok/s, MFU %.1f%% (mean of %ld steps after the first; %d rank(s) x %d "
+               "threads, sgemm peak %.1f GFLOP/s per rank)\n", 1e3 * step_s, tok_s, 100 * flops_per_token * tok_s / peak,
+               timed_steps, world, threads, peak / world / 1e9);
         if (args.profile) profile_print(stdout, timed_steps, step_s);
     }
     printf("peak memory: %.1f MiB resident, %.2fx the budget\n", peak_rss_bytes() / MiB, peak_rss_bytes() / budget);

@@ -153,7 +153,6 @@ static void test_config_roundtrip_and_overrides(void) {
     CHECK(memcmp(&a, &b, sizeof a) == 0, "resolved config does not round-trip");
     free(text);
     config_validate(&a);
-    CHECK(config_grad_accum(&a) == a.total_batch_tokens / (a.batch_size * a.seq_len), "accumulation");
 }
 
 const TestCase data_config_tests[] = {
