@@ -6,6 +6,8 @@
 // Parameter-gradient reductions over tokens run in parallel over blocks of channels, each block
 // summing tokens in order, so results are bit-identical for any thread count and run.
 #define CHANNEL_BLOCK 64
+// Multiply-adds below which a decoding kernel stays on one thread: waking the team costs more.
+#define DECODE_PARALLEL_WORK 32768
 
 void encoder_forward(real *out, const int *tokens, const real *wte, const real *wpe, int B, int T, int C) {
     #pragma omp parallel for
@@ -82,18 +84,23 @@ static HeadCols head_cols(int h, int H, int Hkv, int hs) {
     return (HeadCols){(H + 2 * Hkv) * hs, h * hs, (H + kvh) * hs, (H + Hkv + kvh) * hs};
 }
 
+// Softmax in place over the n entries of row (scaled logits -> probabilities).
+static void softmax_row(real *row, int n) {
+    real maxv = row[0], sum = 0;
+    #pragma omp simd reduction(max:maxv)
+    for (int s = 0; s < n; s++) maxv = row[s] > maxv ? row[s] : maxv;
+    #pragma omp simd reduction(+:sum)
+    for (int s = 0; s < n; s++) { row[s] = real_exp(row[s] - maxv); sum += row[s]; }
+    real inv = 1 / sum;
+    #pragma omp simd
+    for (int s = 0; s < n; s++) row[s] *= inv;
+}
+
 // P (T,T) holds scaled logits; row t becomes the softmax over s <= t, the masked future zero.
 static void causal_softmax(real *P, int T) {
     for (int t = 0; t < T; t++) {
         real *row = P + (size_t)t * T;
-        real maxv = row[0], sum = 0;
-        #pragma omp simd reduction(max:maxv)
-        for (int s = 0; s <= t; s++) maxv = row[s] > maxv ? row[s] : maxv;
-        #pragma omp simd reduction(+:sum)
-        for (int s = 0; s <= t; s++) { row[s] = real_exp(row[s] - maxv); sum += row[s]; }
-        real inv = 1 / sum;
-        #pragma omp simd
-        for (int s = 0; s <= t; s++) row[s] *= inv;
+        softmax_row(row, t + 1);
         memset(row + t + 1, 0, (size_t)(T - t - 1) * sizeof(real));
     }
 }
@@ -128,6 +135,25 @@ void attention_forward(real *out, real *att, const real *qkv, int B, int T, int 
             causal_softmax(P, T);
             cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1, P, T, x + c.v, c.width, 0,
                        out + (size_t)b * T * C + h * hs, C);
+        }
+    }
+}
+
+// The last row of attention_forward for each sequence, reading keys and values from the cache:
+// per (sequence, head) two matrix-vector products over the T cached positions.
+void attention_decode_forward(real *out, real *scores, const real *qkv, const real *k_cache, const real *v_cache,
+                              int B, int T, int capacity, int H, int Hkv, int hs) {
+    real scale = (real)(1.0 / sqrt((double)hs));
+    #pragma omp parallel for collapse(2) if ((long)B * H * T * hs >= DECODE_PARALLEL_WORK)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < H; h++) {
+            HeadCols c = head_cols(h, H, Hkv, hs);
+            size_t kv = ((size_t)b * Hkv + (c.k - H * hs) / hs) * capacity * hs;
+            real *s = scores + ((size_t)b * H + h) * capacity;
+            cblas_gemv(CblasRowMajor, CblasNoTrans, T, hs, scale, k_cache + kv, hs, qkv + (size_t)b * c.width + c.q, 1,
+                       0, s, 1);
+            softmax_row(s, T);
+            cblas_gemv(CblasRowMajor, CblasTrans, T, hs, 1, v_cache + kv, hs, s, 1, 0, out + ((size_t)b * H + h) * hs, 1);
         }
     }
 }

@@ -27,6 +27,12 @@ void attention_forward(real *out, real *att, const real *qkv, int B, int T, int 
 void attention_backward(real *dqkv, real *scratch, const real *dout, const real *qkv, const real *att,
                         int B, int T, int H, int Hkv, int hs);
 
+// Attention of one new token per sequence (incremental decoding): qkv (B,(H+2*Hkv)*hs) the new
+// tokens' projections (only q is read); k_cache, v_cache (B,Hkv,capacity,hs) hold positions
+// 0..T-1, the new token's last. out (B,H*hs); scores (B,H,capacity) scratch for the weights.
+void attention_decode_forward(real *out, real *scores, const real *qkv, const real *k_cache, const real *v_cache,
+                              int B, int T, int capacity, int H, int Hkv, int hs);
+
 // Rotary position embedding, LLaMA "rotate_half" convention: within each head (hs even) the pair
 // (i, i + hs/2) turns by angle t * theta^(-2i/hs). cos/sin tables (maxT, hs/2), built once.
 void rope_tables(real *cos_t, real *sin_t, int maxT, int hs, double theta);

@@ -319,6 +319,8 @@ static real bhyt_correction(const Block *b, real kappa) {
     return *b->bhyt_c * lambda1 * lambda1 / (kappa * kappa);
 }
 
+real gpt_bhyt_correction(const GPT *m, int l) { return bhyt_correction(&m->blocks[l], m->bhyt_kappa); }
+
 static void block_forward(GPT *m, int l, int B, int T) {
     const Block *b = &m->blocks[l];
     BlockActs *a = &m->acts[l];

@@ -118,6 +118,9 @@ void gpt_locate_nonfinite(const GPT *m, int B, int T, char *out, size_t size);
 // Recompute BHyT's per-block constant c = ||W_V W_O||_F^2 / (T d) from the current weights.
 void gpt_refresh_bhyt(GPT *m);
 int gpt_has_bhyt(const GPT *m);
+// The correction c * lambda1^2 / kappa^2 that block l's approximate BHyT site adds to the block
+// input's mean square (block l must have shared_stat).
+real gpt_bhyt_correction(const GPT *m, int l);
 // Matmul FLOPs per trained token (forward + backward), attention included, for MFU.
 double gpt_flops_per_token(const GPT *m, int T);
 // Print the per-block table (placement, norms, parameters added) to out.

@@ -2,9 +2,23 @@
 #include <math.h>
 #include <string.h>
 
-static int compare_desc(const void *a, const void *b) {
-    real x = *(const real *)a, y = *(const real *)b;
-    return (x < y) - (x > y);
+// The k-th largest of a[0..n) (k >= 1), by quickselect: a is reordered. Linear time on average,
+// where sorting the vocabulary for every token would cost more than a decoder step.
+static real kth_largest(real *a, int n, int k) {
+    int lo = 0, hi = n - 1, target = k - 1;
+    while (lo < hi) {
+        real pivot = a[lo + (hi - lo) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {  // Hoare partition, descending: a[lo..j] >= pivot >= a[i..hi]
+            while (a[i] > pivot) i++;
+            while (a[j] < pivot) j--;
+            if (i <= j) { real t = a[i]; a[i] = a[j]; a[j] = t; i++; j--; }
+        }
+        if (target <= j) hi = j;
+        else if (target >= i) lo = i;
+        else return a[target];
+    }
+    return a[target];
 }
 
 int sample_logits(const real *logits, int V, double temperature, int top_k, Rng *rng, real *scratch) {
@@ -14,36 +28,95 @@ int sample_logits(const real *logits, int V, double temperature, int top_k, Rng 
     real threshold = -INFINITY;
     if (top_k > 0 && top_k < V) {
         memcpy(scratch, logits, V * sizeof(real));
-        qsort(scratch, V, sizeof(real), compare_desc);
-        threshold = scratch[top_k - 1];
+        threshold = kth_largest(scratch, V, top_k);
     }
     double total = 0;
-    for (int i = 0; i < V; i++)
-        total += logits[i] >= threshold ? exp((logits[i] - logits[best]) / temperature) : 0;
+    for (int i = 0; i < V; i++) {  // scratch now holds the unnormalized probabilities
+        scratch[i] = logits[i] >= threshold ? (real)exp((logits[i] - logits[best]) / temperature) : 0;
+        total += scratch[i];
+    }
     double u = rng_uniform(rng) * total, acc = 0;
     for (int i = 0; i < V; i++) {
-        if (logits[i] < threshold) continue;
-        acc += exp((logits[i] - logits[best]) / temperature);
+        acc += scratch[i];
         if (acc > u) return i;
     }
     return best;
 }
 
-void generate(GPT *m, const Tokenizer *tok, int n_tokens, double temperature, int top_k, Rng *rng,
-              int *context, real *scratch, FILE *out) {
-    int len = 1;
-    context[0] = tok->pieces ? tok->separator : 0;
-    for (int i = 0; i < n_tokens; i++) {
-        // Without a KV cache each token re-runs the last seqT positions; positions restart at the
-        // window start once the text is longer than the window.
-        int T = len;
-        gpt_forward(m, context, NULL, 1, T);
-        int next = sample_logits(m->logits + (size_t)(T - 1) * m->V, m->V, temperature, top_k, rng, scratch);
-        if (tok->pieces) fputs(tokenizer_decode(tok, next), out);
-        else fprintf(out, "%d ", next);
-        if (len == m->seqT) memmove(context, context + 1, (len - 1) * sizeof(int)); else len++;
-        context[len - 1] = next;
+double sample_tokens(Decoder *dec, int *seqs, int n_tokens, double temperature, int top_k, Rng *rng) {
+    int B = dec->batch, V = dec->m->V, keep = dec->capacity / 2 > 1 ? dec->capacity / 2 : 1;
+    size_t width = (size_t)n_tokens + 1;
+    int *inputs = xcalloc(B, sizeof(int));
+    real *scratch = xcalloc(V, sizeof(real));
+    double seconds = 0;
+    decoder_reset(dec);
+    for (int i = 0; i < n_tokens; i++) {  // step i feeds column i and samples column i + 1
+        double t0 = now_seconds();
+        if (dec->pos == dec->capacity) {  // restart from the last `keep` tokens, column i the last of them
+            decoder_reset(dec);
+            for (int j = i - keep + 1; j < i; j++) {
+                for (int b = 0; b < B; b++) inputs[b] = seqs[b * width + j];
+                decoder_step(dec, inputs);
+            }
+        }
+        for (int b = 0; b < B; b++) inputs[b] = seqs[b * width + i];
+        const real *logits = decoder_step(dec, inputs);
+        seconds += now_seconds() - t0;
+        for (int b = 0; b < B; b++)
+            seqs[b * width + i + 1] = sample_logits(logits + (size_t)b * V, V, temperature, top_k, rng, scratch);
+    }
+    free(inputs);
+    free(scratch);
+    return seconds;
+}
+
+static void print_text(const Tokenizer *tok, const int *ids, int n, FILE *out) {
+    for (int i = 0; i < n; i++) {
+        if (tok->pieces) fputs(tokenizer_decode(tok, ids[i]), out);
+        else fprintf(out, "%d ", ids[i]);
     }
     fputc('\n', out);
+}
+
+static int start_token(const Tokenizer *tok) { return tok->pieces ? tok->separator : 0; }
+
+void generate(const GPT *m, const Tokenizer *tok, int n_tokens, double temperature, int top_k, Rng *rng, FILE *out) {
+    Decoder dec;
+    decoder_init(&dec, m, 1);
+    int *seq = xcalloc((size_t)n_tokens + 1, sizeof(int));
+    seq[0] = start_token(tok);
+    sample_tokens(&dec, seq, n_tokens, temperature, top_k, rng);
+    print_text(tok, seq + 1, n_tokens, out);
     fflush(out);
+    free(seq);
+    decoder_free(&dec);
+}
+
+#define WARMUP_TOKENS 8
+
+void generate_benchmark(const GPT *m, const Tokenizer *tok, int n_tokens, int batch, double temperature, int top_k,
+                        uint64_t seed, int threads, FILE *out) {
+    Decoder dec;
+    decoder_init(&dec, m, batch);
+    size_t width = (size_t)n_tokens + 1;
+    int *seqs = xcalloc(batch * width, sizeof(int));
+    for (int b = 0; b < batch; b++) seqs[b * width] = start_token(tok);
+    // Warm-up: the first steps fault in the caches' pages and wake the thread pool.
+    Rng warm = rng_stream(seed, 5), rng = rng_stream(seed, 4);
+    sample_tokens(&dec, seqs, n_tokens < WARMUP_TOKENS ? n_tokens : WARMUP_TOKENS, temperature, top_k, &warm);
+    double t0 = now_seconds();
+    double step_seconds = sample_tokens(&dec, seqs, n_tokens, temperature, top_k, &rng);
+    double seconds = now_seconds() - t0;
+    for (int b = 0; b < batch; b++) {
+        fprintf(out, "---- sequence %d ----\n", b);
+        print_text(tok, seqs + b * width + 1, n_tokens, out);
+    }
+    double generated = (double)batch * n_tokens;
+    fprintf(out, "{\"gen_tokens\":%.0f,\"batch\":%d,\"threads\":%d,\"n_params\":%zu,\"seconds\":%.6f,"
+            "\"gen_tokens_per_s\":%.1f,\"decode_tokens_per_s\":%.1f,\"ms_per_step\":%.4f}\n",
+            generated, batch, threads, m->n_params, seconds, generated / seconds, generated / step_seconds,
+            1e3 * seconds / n_tokens);
+    fflush(out);
+    free(seqs);
+    decoder_free(&dec);
 }

@@ -1,6 +1,8 @@
-// Text generation from a trained model: temperature and top-k sampling.
+// Text generation from a trained model: temperature and top-k sampling over the KV-cached decoder
+// (generate.h).
 #ifndef NORMGPT_SAMPLE_H
 #define NORMGPT_SAMPLE_H
+#include "generate.h"
 #include "model.h"
 #include "rng.h"
 #include "tokenizer.h"
@@ -9,9 +11,18 @@
 // scratch: V reals.
 int sample_logits(const real *logits, int V, double temperature, int top_k, Rng *rng, real *scratch);
 
+// Continue dec->batch sequences, one token per decoder step: seqs (batch, n_tokens + 1) holds each
+// sequence's first token in column 0 and receives the n_tokens sampled after it. When the cache is
+// full (block_size positions), it restarts from the last block_size / 2 tokens of each sequence,
+// re-fed from position 0, and continues. Returns the seconds spent in decoder steps.
+double sample_tokens(Decoder *dec, int *seqs, int n_tokens, double temperature, int top_k, Rng *rng);
+
 // Generate n_tokens after the document separator and write the text to `out`.
-// context: at least model->seqT ints; scratch: V reals.
-void generate(GPT *m, const Tokenizer *tok, int n_tokens, double temperature, int top_k, Rng *rng,
-              int *context, real *scratch, FILE *out);
+void generate(const GPT *m, const Tokenizer *tok, int n_tokens, double temperature, int top_k, Rng *rng, FILE *out);
+
+// ./train --generate: `batch` sequences of n_tokens after the separator (after an untimed warm-up),
+// their text, then one JSON line with the speed (the keys are listed in README.md).
+void generate_benchmark(const GPT *m, const Tokenizer *tok, int n_tokens, int batch, double temperature, int top_k,
+                        uint64_t seed, int threads, FILE *out);
 
 #endif

@@ -1,5 +1,5 @@
 // normgpt command line: ./train --config FILE [--section.key=value ...] | --resume RUN_DIR |
-// --convert CKPT --to rmsnorm|crmsnorm --out FILE
+// --convert CKPT --to rmsnorm|crmsnorm --out FILE | --generate CKPT_OR_CONFIG [--tokens N] [--batch B]
 // One obvious path: config -> model -> data -> loop (forward, backward, clip, AdamW, log, eval,
 // sample, checkpoint).
 #include "checkpoint.h"
@@ -34,14 +34,19 @@ static void usage(FILE *out) {
     fputs("usage: ./train --config FILE [--section.key=value ...] [--overwrite]\n"
           "       ./train --resume RUN_DIR\n"
           "       ./train --convert CKPT --to rmsnorm|crmsnorm --out FILE\n"
+          "       ./train --generate CKPT|CONFIG.json [--tokens N] [--batch B] [--section.key=value ...]\n"
           "Trains a GPT on token shards as the config says; see README.md for every key.\n"
           "  --overwrite   start afresh in an out.dir that already holds a run\n"
           "  --profile     time every kernel and print where a step's time goes at the end\n"
-          "  --convert     write the Pre-RMSNorm or Pre-CRMSNorm model equivalent to a Pre-LN checkpoint\n", out);
+          "  --convert     write the Pre-RMSNorm or Pre-CRMSNorm model equivalent to a Pre-LN checkpoint\n"
+          "  --generate    sample N tokens (default block_size) for B sequences with the KV cache and print\n"
+          "                the speed; a .json config gives a model initialized from train.seed\n", out);
 }
 
 typedef struct {
     const char *config_path, *resume_dir, *convert_path, *convert_to, *convert_out;
+    const char *generate_path, *generate_tokens, *generate_batch;
+    int generate_from_config;  // generate_path names a .json config, not a checkpoint
     ConvertKind convert_kind;
     int overwrite, profile;
 } Args;
@@ -53,6 +58,9 @@ static const char **value_slot(Args *args, const char *arg) {
     if (!strcmp(arg, "--convert")) return &args->convert_path;
     if (!strcmp(arg, "--to")) return &args->convert_to;
     if (!strcmp(arg, "--out")) return &args->convert_out;
+    if (!strcmp(arg, "--generate")) return &args->generate_path;
+    if (!strcmp(arg, "--tokens")) return &args->generate_tokens;
+    if (!strcmp(arg, "--batch")) return &args->generate_batch;
     return NULL;
 }
 
@@ -66,10 +74,14 @@ static void parse_args(int argc, char **argv, Config *cfg, Args *args) {
         if (i + 1 >= argc) die(EXIT_CONFIG, "command line: %s needs an argument", argv[i]);
         *slot = argv[++i];
     }
-    if ((args->config_path != NULL) + (args->resume_dir != NULL) + (args->convert_path != NULL) != 1) {
+    if ((args->config_path != NULL) + (args->resume_dir != NULL) + (args->convert_path != NULL) +
+        (args->generate_path != NULL) != 1) {
         usage(stderr);
-        die(EXIT_CONFIG, "command line: give exactly one of --config FILE, --resume RUN_DIR or --convert CKPT");
+        die(EXIT_CONFIG, "command line: give exactly one of --config FILE, --resume RUN_DIR, --convert CKPT or "
+            "--generate CKPT");
     }
+    if ((args->generate_tokens || args->generate_batch) && !args->generate_path)
+        die(EXIT_CONFIG, "command line: --tokens and --batch go with --generate");
     int convert_options = (args->convert_to != NULL) + (args->convert_out != NULL);
     if (convert_options != (args->convert_path ? 2 : 0))
         die(EXIT_CONFIG, "command line: --convert CKPT goes with --to rmsnorm|crmsnorm and --out FILE");
@@ -79,13 +91,21 @@ static void parse_args(int argc, char **argv, Config *cfg, Args *args) {
         args->convert_kind = strcmp(args->convert_to, "rmsnorm") ? CONVERT_CRMSNORM : CONVERT_RMSNORM;
     }
     if (args->config_path) config_load_file(cfg, args->config_path);
+    if (args->generate_path) {
+        size_t n = strlen(args->generate_path);
+        args->generate_from_config = n >= 5 && !strcmp(args->generate_path + n - 5, ".json");
+        if (args->generate_from_config) config_load_file(cfg, args->generate_path);
+        else checkpoint_read_config(args->generate_path, cfg);
+    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (value_slot(args, a)) { i++; continue; }
         if (!strcmp(a, "--overwrite")) { args->overwrite = 1; continue; }
         if (!strcmp(a, "--profile")) { args->profile = 1; continue; }
         if (strncmp(a, "--", 2) != 0 || !strchr(a, '.')) die(EXIT_CONFIG, "command line: unknown argument '%s'", a);
-        if (!args->config_path)
+        if (args->generate_path && !args->generate_from_config && !strncmp(a, "--model.", 8))
+            die(EXIT_CONFIG, "command line: '%s': the checkpoint's weights fix its model", a);
+        if (!args->config_path && !args->generate_path)
             die(EXIT_CONFIG, "command line: '%s': %s keeps the config saved in its checkpoint", a,
                 args->resume_dir ? "a resumed run" : "a conversion");
         config_apply_override(cfg, a + 2);
@@ -322,6 +342,48 @@ static int convert_command(const Args *args) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// --generate
+
+static int count_arg(const char *option, const char *value, int fallback, long max) {
+    if (!value) return fallback;
+    char *end;
+    long n = strtol(value, &end, 10);
+    if (*value == '\0' || *end != '\0' || n < 1 || n > max)
+        die(EXIT_CONFIG, "command line: %s must be an integer in [1, %ld], got '%s'", option, max, value);
+    return (int)n;
+}
+
+static int generate_command(const Args *args, Config *cfg) {
+    int tokens = count_arg("--tokens", args->generate_tokens, (int)cfg->block_size, 100000000);
+    int batch = count_arg("--batch", args->generate_batch, 1, 4096);
+    int threads = use_threads(cfg);
+    cfg->batch_size = 1;  // the training activations gpt_build allocates go unused: keep them small
+    GPT m;
+    gpt_build(&m, cfg);
+    if (args->generate_from_config) {
+        gpt_init(&m, (uint64_t)cfg->seed);
+    } else {
+        AdamW opt;
+        static RunState st;
+        adamw_init(&opt, m.n_params);
+        checkpoint_load(args->generate_path, &m, &opt, &st);
+        adamw_free(&opt);
+    }
+    Tokenizer tok;
+    tokenizer_load(&tok, cfg->tokenizer, cfg->vocab_size);
+    printf("normgpt --generate: %s (%s), %zu parameters; %d x %d tokens, temperature %g, top_k %ld\n",
+           args->generate_path, args->generate_from_config ? "initialized from train.seed" : "checkpoint", m.n_params,
+           batch, tokens, cfg->temperature, cfg->top_k);
+    print_machine(threads);
+    gpt_print_blocks(&m, stdout);
+    generate_benchmark(&m, &tok, tokens, batch, cfg->temperature, (int)cfg->top_k, (uint64_t)cfg->seed, threads,
+                       stdout);
+    tokenizer_free(&tok);
+    gpt_free(&m);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
 
 // The ranks take turns over the validation batches; each batch's loss has exactly one contributor
 // to the sum over ranks, and the mean is summed in batch order: the same number for any world size.
@@ -400,6 +462,10 @@ int main(int argc, char **argv) {
     if (args.convert_path) {
         if (world > 1) die(EXIT_CONFIG, "command line: --convert runs as one process, not under mpirun");
         return convert_command(&args);
+    }
+    if (args.generate_path) {
+        if (world > 1) die(EXIT_CONFIG, "command line: --generate runs as one process, not under mpirun");
+        return generate_command(&args, &cfg);
     }
     if (args.resume_dir && root) {
         resume_path = checkpoint_find_latest(args.resume_dir);
@@ -499,8 +565,6 @@ int main(int argc, char **argv) {
     FILE *log = fopen(root ? log_path : "/dev/null", "a");
     if (!log) die(1, "%s: cannot open: %s", log_path, strerror(errno));
     int *inputs = xcalloc((size_t)B * T, sizeof(int)), *targets = xcalloc((size_t)B * T, sizeof(int));
-    int *context = xcalloc((size_t)T, sizeof(int));
-    real *sample_scratch = xcalloc((size_t)model.V, sizeof(real));
     double *eval_losses = xcalloc((size_t)cfg.eval_batches, sizeof(double));
     double *rank_scalars = xcalloc(2 * (size_t)world, sizeof(double));
     signal(SIGINT, on_signal);
@@ -572,8 +636,7 @@ int main(int argc, char **argv) {
         }
         if (root && cfg.sample_tokens > 0 && ((cfg.sample_every > 0 && step % cfg.sample_every == 0) || last)) {
             printf("---- sample at step %ld ----\n", step);
-            generate(&model, &tok, (int)cfg.sample_tokens, cfg.temperature, (int)cfg.top_k, &sample_rng, context,
-                     sample_scratch, stdout);
+            generate(&model, &tok, (int)cfg.sample_tokens, cfg.temperature, (int)cfg.top_k, &sample_rng, stdout);
             printf("----\n");
         }
         int interrupted = stop != 0;
@@ -600,7 +663,7 @@ int main(int argc, char **argv) {
     }
     printf("peak memory: %.1f MiB resident, %.2fx the budget\n", peak_rss_bytes() / MiB, peak_rss_bytes() / budget);
     fclose(log);
-    free(inputs); free(targets); free(context); free(sample_scratch); free(resume_path);
+    free(inputs); free(targets); free(resume_path);
     free(eval_losses); free(rank_scalars);
     tokenizer_free(&tok);
     adamw_free(&opt);

@@ -1,0 +1,264 @@
+// The KV-cached decoder against the full forward, sampling, and ./train --generate.
+#include "generate.h"
+#include "sample.h"
+#include "testing.h"
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <string.h>
+
+static const char *METHODS[] = {"pre_ln", "post_ln", "mix_ln", "hybridnorm", "hybridnorm_star", "pre_rmsnorm",
+                                "pre_rmsnorm_centered", "pre_crmsnorm", "dyt", "bhyt", "bhyt_star"};
+
+#define GEN_B 2
+#define GEN_T 12
+
+// A method's small config (configs/NAME.json) at a test size: its block table, norms and options
+// kept; with `llama`, also RoPE, grouped-query attention, SwiGLU, an untied head with a bias, no
+// biases elsewhere, and (BHyT) an exact BHyT final norm.
+static Config method_config(const char *name, int llama) {
+    char path[256];
+    Config c;
+    config_defaults(&c);
+    snprintf(path, sizeof path, "configs/%s.json", name);
+    config_load_file(&c, path);
+    c.vocab_size = 96;
+    c.block_size = GEN_T;
+    c.seq_len = GEN_T;
+    c.batch_size = GEN_B;
+    c.total_batch_tokens = GEN_B * GEN_T;
+    c.n_embd = 32;
+    c.n_head = 4;
+    if (llama) {
+        snprintf(c.pos, sizeof c.pos, "rope");
+        snprintf(c.ffn, sizeof c.ffn, "swiglu");
+        c.n_kv_head = 2;
+        c.tie_embeddings = 0;
+        c.head_bias = 1;
+        c.bias = 0;
+        if (!strcmp(c.norm, "bhyt")) { snprintf(c.final_norm, sizeof c.final_norm, "bhyt"); c.bhyt_final_lambda = 1.5; }
+    }
+    config_validate(&c);
+    return c;
+}
+
+// A model away from its init, as after some training: every parameter perturbed (gains != 1,
+// biases != 0, scalars moved), BHyT's c refreshed from the perturbed weights.
+static void build_perturbed(GPT *m, const Config *c, uint64_t seed) {
+    gpt_build(m, c);
+    gpt_init(m, seed);
+    Rng r = rng_stream(seed, 300);
+    for (size_t i = 0; i < m->n_params; i++) m->params[i] += (real)(0.1 * rng_normal(&r));
+    gpt_refresh_bhyt(m);
+}
+
+// Largest |decoded - full forward| logit over every position of GEN_B sequences, relative to the
+// largest |logit|.
+static double decoder_vs_forward(GPT *m, uint64_t seed) {
+    Rng r = rng_stream(seed, 301);
+    int inputs[GEN_B * GEN_T], step_tokens[GEN_B];
+    for (int i = 0; i < GEN_B * GEN_T; i++) inputs[i] = (int)rng_below(&r, (uint64_t)m->V);
+    gpt_forward(m, inputs, NULL, GEN_B, GEN_T);
+    Decoder d;
+    decoder_init(&d, m, GEN_B);
+    double worst = 0, largest = 0;
+    for (int t = 0; t < GEN_T; t++) {
+        for (int b = 0; b < GEN_B; b++) step_tokens[b] = inputs[b * GEN_T + t];
+        const real *logits = decoder_step(&d, step_tokens);
+        for (int b = 0; b < GEN_B; b++) {
+            const real *full = m->logits + ((size_t)b * GEN_T + t) * m->V;
+            for (int v = 0; v < m->V; v++) {
+                worst = fmax(worst, fabs(logits[(size_t)b * m->V + v] - full[v]));
+                largest = fmax(largest, fabs(full[v]));
+            }
+        }
+    }
+    decoder_free(&d);
+    return worst / largest;
+}
+
+static void test_decoder_equals_forward(void) {
+    for (size_t i = 0; i < sizeof METHODS / sizeof *METHODS; i++) {
+        for (int llama = 0; llama < 2; llama++) {
+            Config c = method_config(METHODS[i], llama);
+            if (llama && c.center_stream) continue;  // checked below: center_stream with untied, rope, gqa
+            GPT m;
+            build_perturbed(&m, &c, 11 + i);
+            double diff = decoder_vs_forward(&m, 11 + i);
+            CHECK(diff < 1e-10, "%s%s: cached logits differ from the full forward by %.3e (relative)", METHODS[i],
+                  llama ? " (rope, gqa, swiglu, untied, head bias)" : "", diff);
+            gpt_free(&m);
+        }
+    }
+    // The zero-mean stream with the LLaMA options it can take (its biases make RMSNorm a LayerNorm).
+    Config c = method_config("pre_rmsnorm_centered", 0);
+    snprintf(c.pos, sizeof c.pos, "rope");
+    snprintf(c.ffn, sizeof c.ffn, "swiglu");
+    c.n_kv_head = 1;
+    c.tie_embeddings = 0;
+    c.head_bias = 1;
+    config_validate(&c);
+    GPT m;
+    build_perturbed(&m, &c, 5);
+    double diff = decoder_vs_forward(&m, 5);
+    CHECK(diff < 1e-10, "centered stream with rope, gqa: relative difference %.3e", diff);
+    gpt_free(&m);
+}
+
+// A Mix-LN-like table with every placement and the DyT embedding scale in one model.
+static void test_decoder_mixed_table(void) {
+    static const char *places[] = {"post", "hybrid_star", "hybrid", "pre", "bhyt", "bhyt_star", "post"};
+    static const char *norms[] = {"layernorm", "rmsnorm", "dyt", "bhyt", "bhyt", "bhyt", "dyt"};
+    Config c = method_config("pre_ln", 0);
+    c.n_layer = 7;
+    c.n_blocks = 7;
+    for (int l = 0; l < 7; l++) {
+        snprintf(c.blocks[l].placement, CONFIG_NAME, "%s", places[l]);
+        snprintf(c.blocks[l].norm, CONFIG_NAME, "%s", norms[l]);
+    }
+    c.embed_scale = 1;
+    snprintf(c.final_norm, sizeof c.final_norm, "none");
+    config_validate(&c);
+    GPT m;
+    build_perturbed(&m, &c, 9);
+    double diff = decoder_vs_forward(&m, 9);
+    CHECK(diff < 1e-10, "mixed block table: relative difference %.3e", diff);
+    gpt_free(&m);
+}
+
+// Greedy generation past the cache: each token must be the argmax of the full forward over what
+// the cache holds — the window since the last restart, which keeps the last block_size / 2 tokens.
+static void test_greedy_restart_matches_forward(void) {
+    Config c = method_config("bhyt", 1);
+    GPT m;
+    build_perturbed(&m, &c, 21);
+    Decoder d;
+    decoder_init(&d, &m, GEN_B);
+    enum { N = 3 * GEN_T + 5 };
+    int seqs[GEN_B][N + 1];
+    for (int b = 0; b < GEN_B; b++) seqs[b][0] = 3 + b;
+    Rng r = rng_stream(1, 1);
+    sample_tokens(&d, &seqs[0][0], N, 0, 0, &r);
+    int keep = GEN_T / 2, mismatches = 0, restarts = 0;
+    for (int b = 0; b < GEN_B; b++) {
+        int w0 = 0;  // first column in the cache
+        for (int i = 0; i < N; i++) {  // step i feeds column i
+            if (i - w0 == GEN_T) { w0 = i - keep + 1; restarts += b == 0; }
+            int T = i - w0 + 1;
+            gpt_forward(&m, &seqs[b][w0], NULL, 1, T);
+            const real *row = m.logits + (size_t)(T - 1) * m.V;
+            int best = 0;
+            for (int v = 1; v < m.V; v++) if (row[v] > row[best]) best = v;
+            mismatches += best != seqs[b][i + 1];
+        }
+    }
+    CHECK(restarts == 5, "expected 5 restarts in %d tokens with a cache of %d, counted %d", N, GEN_T, restarts);
+    CHECK(mismatches == 0, "%d greedy tokens differ from the full forward's argmax", mismatches);
+    decoder_free(&d);
+    gpt_free(&m);
+}
+
+static void test_sampling_deterministic(void) {
+    Config c = method_config("dyt", 0);
+    GPT m;
+    build_perturbed(&m, &c, 4);
+    Decoder d;
+    decoder_init(&d, &m, GEN_B);
+    enum { N = 40 };
+    int a[GEN_B][N + 1], b2[GEN_B][N + 1], other[GEN_B][N + 1];
+    a[0][0] = b2[0][0] = other[0][0] = 1;
+    a[1][0] = b2[1][0] = other[1][0] = 2;
+    Rng r1 = rng_stream(99, 2), r2 = rng_stream(99, 2), r3 = rng_stream(100, 2);
+    sample_tokens(&d, &a[0][0], N, 1.0, 20, &r1);
+    sample_tokens(&d, &b2[0][0], N, 1.0, 20, &r2);
+    sample_tokens(&d, &other[0][0], N, 1.0, 20, &r3);
+    CHECK(!memcmp(a, b2, sizeof a), "two generations with the same seed differ");
+    CHECK(memcmp(a, other, sizeof a) != 0, "generations with different seeds are identical");
+    CHECK(r1.state == r2.state, "the sampling RNG advanced differently");
+    decoder_free(&d);
+    gpt_free(&m);
+}
+
+static int compare_desc(const void *x, const void *y) {
+    real a = *(const real *)x, b = *(const real *)y;
+    return (a < b) - (a > b);
+}
+
+// top_k draws only among the k largest logits and reaches each of them; temperature 0 is argmax.
+static void test_sample_logits_top_k(void) {
+    enum { V = 500, K = 7, DRAWS = 4000 };
+    real logits[V], sorted[V], scratch[V];
+    Rng r = rng_stream(3, 3);
+    fill_normal(logits, V, 0.5, &r);
+    logits[17] = logits[18];  // a tie inside the vocabulary
+    memcpy(sorted, logits, sizeof logits);
+    qsort(sorted, V, sizeof(real), compare_desc);
+    int counts[V] = {0}, outside = 0, reached = 0, best = 0;
+    for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    for (int n = 0; n < DRAWS; n++) counts[sample_logits(logits, V, 1.0, K, &r, scratch)]++;
+    for (int i = 0; i < V; i++) {
+        int in_top = logits[i] >= sorted[K - 1];
+        outside += !in_top && counts[i];
+        reached += in_top && counts[i];
+    }
+    CHECK(outside == 0, "%d ids outside the top %d were drawn", outside, K);
+    CHECK(reached == K, "%d of the top %d ids were drawn in %d draws", reached, K, DRAWS);
+    CHECK(sample_logits(logits, V, 0, K, &r, scratch) == best, "temperature 0 is not the argmax");
+}
+
+static char out[1 << 16];
+
+// The speed line of ./train --generate, parsed; 0 when missing.
+static double gen_tokens_per_s(const char *text, double *tokens) {
+    const char *line = strstr(text, "{\"gen_tokens\"");
+    cJSON *o = line ? cJSON_Parse(line) : NULL;
+    const cJSON *rate = cJSON_GetObjectItemCaseSensitive(o, "gen_tokens_per_s");
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, "gen_tokens");
+    double value = cJSON_IsNumber(rate) ? rate->valuedouble : 0;
+    *tokens = cJSON_IsNumber(n) ? n->valuedouble : 0;
+    cJSON_Delete(o);
+    return value;
+}
+
+#define GEN_SMALL "--model.n_layer=2 --model.n_embd=64 --model.block_size=32 --train.seq_len=32 --train.threads=2"
+
+static void test_generate_command(void) {
+    static char first[1 << 16];
+    double tokens;
+    // From a config: a model initialized from train.seed; 70 tokens run past the 32-token cache.
+    int rc = run_command("./train --generate configs/bhyt.json --tokens 70 --batch 2 " GEN_SMALL, first, sizeof first);
+    CHECK(rc == 0 && gen_tokens_per_s(first, &tokens) > 0 && tokens == 140, "--generate from a config: rc %d: %s", rc,
+          first);
+    rc = run_command("./train --generate configs/bhyt.json --tokens 70 --batch 2 " GEN_SMALL, out, sizeof out);
+    const char *a = strstr(first, "---- sequence 0"), *b = strstr(out, "---- sequence 0");
+    const char *a_end = a ? strstr(a, "{\"gen_tokens\"") : NULL, *b_end = b ? strstr(b, "{\"gen_tokens\"") : NULL;
+    CHECK(rc == 0 && a_end && b_end && a_end - a == b_end - b && !memcmp(a, b, a_end - a),
+          "two runs with one seed printed different text:\n%s\n%s", first, out);
+    // From a checkpoint of a short run.
+    const char *dir = "/tmp/normgpt_gen";
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "./train --config configs/pre_rmsnorm.json " GEN_SMALL " --train.batch_size=4 "
+             "--train.total_batch_tokens=128 --train.steps=3 --train.warmup_steps=1 --eval.every=0 --sample.tokens=8 --out.dir=%s --overwrite "
+             "&& ./train --generate %s/ckpt_00000003.bin --tokens 20 --sample.temperature=0", dir, dir);
+    rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 0 && gen_tokens_per_s(out, &tokens) > 0 && tokens == 20 && strstr(out, "(checkpoint)"),
+          "--generate from a checkpoint: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "./train --generate %s/ckpt_00000003.bin --model.n_layer=3", dir);
+    rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--model.n_layer=3"), "model override of a checkpoint: rc %d: %s", rc, out);
+    rc = run_command("./train --generate configs/bhyt.json --tokens 0", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--tokens"), "--tokens 0: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs/bhyt.json --batch 2", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--batch"), "--batch without --generate: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    run_command(cmd, out, sizeof out);
+}
+
+const TestCase generate_tests[] = {
+    {"generate: cached logits = forward, every method", test_decoder_equals_forward},
+    {"generate: cached logits = forward, mixed table", test_decoder_mixed_table},
+    {"generate: greedy past the cache = forward", test_greedy_restart_matches_forward},
+    {"generate: sampling is deterministic per seed", test_sampling_deterministic},
+    {"generate: top-k and greedy sampling", test_sample_logits_top_k},
+    {"generate: ./train --generate", test_generate_command},
+    {NULL, NULL},
+};
