@@ -1,6 +1,20 @@
 #include "generate.h"
 #include "kernels.h"
+#include <omp.h>
 #include <string.h>
+
+// A decoding step works on `batch` rows: most of its kernels are too small to pay for waking the
+// thread team (on a busy machine a woken thread may not run for milliseconds, stalling the step at
+// the barrier). The step runs on one thread, and a matmul or the attention on all of them only when
+// its multiply-adds reach this. Both OpenMP and OpenBLAS are told: the OpenMP build of OpenBLAS
+// stops following OpenMP's thread count once it has been 1.
+#ifndef DECODE_PARALLEL_WORK
+#define DECODE_PARALLEL_WORK 262144
+#endif
+
+static void use_threads(int n) {
+    if (omp_get_max_threads() != n) openblas_set_num_threads(n);
+}
 
 // The buffers live in one allocation: a first pass (d->memory NULL) counts, the second hands out.
 static real *take(Decoder *d, size_t *used, size_t count) {
@@ -41,6 +55,7 @@ void decoder_init(Decoder *d, const GPT *m, int batch) {
     d->m = m;
     d->batch = batch;
     d->capacity = m->maxT;
+    d->threads = omp_get_max_threads();
     d->memory = xcalloc(layout(d), sizeof(real));
     layout(d);
 }
@@ -64,6 +79,15 @@ static void embed_step(Decoder *d, const int *tokens) {
         for (int c = 0; c < S; c++) x[c] = (m->embed_scale ? m->embed_scale[0] * e[c] : e[c]) + (p ? p[c] : 0);
     }
     if (m->center_stream) center_rows(d->x, d->batch, S);
+}
+
+// matmul_forward of the step's rows, on all threads when it is big enough.
+static void step_matmul(const Decoder *d, real *out, const real *residual, const real *inp, const Linear *lin, int IC,
+                        int OC) {
+    int parallel = (double)d->batch * IC * OC >= DECODE_PARALLEL_WORK;
+    if (parallel) use_threads(d->threads);
+    matmul_forward(out, residual, inp, lin->w, lin->b, d->batch, IC, OC);
+    if (parallel) use_threads(1);
 }
 
 // Append the new tokens' keys and values (from qkv, after QKV-norm and RoPE) to layer l's cache.
@@ -92,7 +116,7 @@ static void block_step(Decoder *d, int l) {
     // attention sublayer
     const real *attn_in = x;
     if (b->attn_in_norm) { norm_forward(&b->n1, d->n1, d->n1_stats, x, B, S); attn_in = d->n1; }
-    matmul_forward(d->qkv_raw, NULL, attn_in, b->qkv.w, b->qkv.b, B, S, QKV);
+    step_matmul(d, d->qkv_raw, NULL, attn_in, &b->qkv, S, QKV);
     real *qkv = d->qkv_raw;
     if (b->qkv_norm) {
         qkvnorm_forward(d->qkv, d->qkv_stats, d->qkv_raw, b->gq, b->gk, b->gv, b->qkv_eps, B, m->H, m->Hkv, m->hs);
@@ -104,9 +128,12 @@ static void block_step(Decoder *d, int l) {
                      m->hs);
     cache_append(d, l, qkv);
     size_t layer = (size_t)l * B * m->Hkv * d->capacity * m->hs;
+    int parallel = 2.0 * B * m->H * (d->pos + 1) * m->hs >= DECODE_PARALLEL_WORK;
+    if (parallel) use_threads(d->threads);
     attention_decode_forward(d->atty, d->scores, qkv, d->k_cache + layer, d->v_cache + layer, B, d->pos + 1,
                              d->capacity, m->H, m->Hkv, m->hs);
-    matmul_forward(d->res_attn, x, d->atty, b->attn_proj.w, b->attn_proj.b, B, C, S);
+    if (parallel) use_threads(1);
+    step_matmul(d, d->res_attn, x, d->atty, &b->attn_proj, C, S);
     if (m->center_stream) center_rows(d->res_attn, B, S);
     const real *h = d->res_attn;
     if (b->attn_post_norm) { norm_forward(&b->n1, d->h, d->post_stats, d->res_attn, B, S); h = d->h; }
@@ -120,11 +147,11 @@ static void block_step(Decoder *d, int l) {
             norm_forward(&b->n2, d->n2, d->n2_stats, h, B, S);
         ffn_in = d->n2;
     }
-    matmul_forward(d->fch, NULL, ffn_in, b->fc.w, b->fc.b, B, S, FC);
+    step_matmul(d, d->fch, NULL, ffn_in, &b->fc, S, FC);
     if (m->swiglu) swiglu_forward(d->fch_act, d->fch, B, m->F);
     else gelu_forward(d->fch_act, d->fch, (size_t)B * m->F);
     const real *ffn_base = b->ffn_from_norm ? ffn_in : h;
-    matmul_forward(d->res_ffn, ffn_base, d->fch_act, b->fc_proj.w, b->fc_proj.b, B, m->F, S);
+    step_matmul(d, d->res_ffn, ffn_base, d->fch_act, &b->fc_proj, m->F, S);
     if (m->center_stream) center_rows(d->res_ffn, B, S);
     // The block input is no longer needed: its buffer takes the output.
     if (b->ffn_post_norm) {
@@ -139,6 +166,7 @@ static void block_step(Decoder *d, int l) {
 const real *decoder_step(Decoder *d, const int *tokens) {
     const GPT *m = d->m;
     if (d->pos >= d->capacity) die(1, "internal: decoder step at position %d, cache holds %d", d->pos, d->capacity);
+    use_threads(1);
     embed_step(d, tokens);
     for (int l = 0; l < m->L; l++) block_step(d, l);
     const real *head_in = d->x;
@@ -146,7 +174,8 @@ const real *decoder_step(Decoder *d, const int *tokens) {
         norm_forward(&m->lnf, d->n1, d->n1_stats, d->x, d->batch, m->S);
         head_in = d->n1;
     }
-    matmul_forward(d->logits, NULL, head_in, m->lm_head.w, m->lm_head.b, d->batch, m->S, m->V);
+    step_matmul(d, d->logits, NULL, head_in, &m->lm_head, m->S, m->V);
+    use_threads(d->threads);
     d->pos++;
     return d->logits;
 }

@@ -14,6 +14,7 @@ typedef struct {
     int batch;                  // sequences decoded in lockstep, all at the same position
     int capacity;               // positions the cache holds: the model's block_size
     int pos;                    // tokens fed since the last reset = position of the next one
+    int threads;                // the thread count when built: big kernels use it, the rest one thread
     real *k_cache, *v_cache;    // (L, batch, Hkv, capacity, hs): keys after QKV-norm and RoPE, values
     // One step's activations, (batch, width) each; x is the residual stream between blocks.
     real *x, *res_attn, *h, *res_ffn, *n1, *n2;               // (batch, S)

@@ -6,8 +6,6 @@
 // Parameter-gradient reductions over tokens run in parallel over blocks of channels, each block
 // summing tokens in order, so results are bit-identical for any thread count and run.
 #define CHANNEL_BLOCK 64
-// Multiply-adds below which a decoding kernel stays on one thread: waking the team costs more.
-#define DECODE_PARALLEL_WORK 32768
 
 void encoder_forward(real *out, const int *tokens, const real *wte, const real *wpe, int B, int T, int C) {
     #pragma omp parallel for
@@ -65,8 +63,11 @@ void matmul_forward(real *out, const real *residual, const real *inp, const real
             for (int j = 0; j < OC; j++) o[j] = (r ? r[j] : 0) + (bias ? bias[j] : 0);
         }
     }
-    cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1, inp, IC, weight, IC,
-               preload ? 1 : 0, out, OC);
+    if (N == 1)  // one row (a decoding step): gemv streams the weights once, where gemm would first pack them
+        cblas_gemv(CblasRowMajor, CblasNoTrans, OC, IC, 1, weight, IC, inp, 1, preload ? 1 : 0, out, 1);
+    else
+        cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1, inp, IC, weight, IC, preload ? 1 : 0, out,
+                   OC);
 }
 
 void matmul_backward(real *dinp, real *dweight, real *dbias, const real *dout, const real *inp,
@@ -144,7 +145,7 @@ void attention_forward(real *out, real *att, const real *qkv, int B, int T, int 
 void attention_decode_forward(real *out, real *scores, const real *qkv, const real *k_cache, const real *v_cache,
                               int B, int T, int capacity, int H, int Hkv, int hs) {
     real scale = (real)(1.0 / sqrt((double)hs));
-    #pragma omp parallel for collapse(2) if ((long)B * H * T * hs >= DECODE_PARALLEL_WORK)
+    #pragma omp parallel for collapse(2)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < H; h++) {
             HeadCols c = head_cols(h, H, Hkv, hs);

@@ -52,27 +52,35 @@ static void build_perturbed(GPT *m, const Config *c, uint64_t seed) {
 }
 
 // Largest |decoded - full forward| logit over every position of GEN_B sequences, relative to the
-// largest |logit|.
+// largest |logit|: decoded in lockstep (batch GEN_B, the matmuls on several rows) and one at a time
+// (batch 1, the matrix-vector path).
 static double decoder_vs_forward(GPT *m, uint64_t seed) {
     Rng r = rng_stream(seed, 301);
     int inputs[GEN_B * GEN_T], step_tokens[GEN_B];
     for (int i = 0; i < GEN_B * GEN_T; i++) inputs[i] = (int)rng_below(&r, (uint64_t)m->V);
     gpt_forward(m, inputs, NULL, GEN_B, GEN_T);
-    Decoder d;
-    decoder_init(&d, m, GEN_B);
     double worst = 0, largest = 0;
-    for (int t = 0; t < GEN_T; t++) {
-        for (int b = 0; b < GEN_B; b++) step_tokens[b] = inputs[b * GEN_T + t];
-        const real *logits = decoder_step(&d, step_tokens);
-        for (int b = 0; b < GEN_B; b++) {
-            const real *full = m->logits + ((size_t)b * GEN_T + t) * m->V;
-            for (int v = 0; v < m->V; v++) {
-                worst = fmax(worst, fabs(logits[(size_t)b * m->V + v] - full[v]));
-                largest = fmax(largest, fabs(full[v]));
+    static const int batches[] = {GEN_B, 1};
+    for (int k = 0; k < 2; k++) {
+        int batch = batches[k];
+        Decoder d;
+        decoder_init(&d, m, batch);
+        for (int first = 0; first < GEN_B; first += batch) {
+            decoder_reset(&d);
+            for (int t = 0; t < GEN_T; t++) {
+                for (int b = 0; b < batch; b++) step_tokens[b] = inputs[(first + b) * GEN_T + t];
+                const real *logits = decoder_step(&d, step_tokens);
+                for (int b = 0; b < batch; b++) {
+                    const real *full = m->logits + ((size_t)(first + b) * GEN_T + t) * m->V;
+                    for (int v = 0; v < m->V; v++) {
+                        worst = fmax(worst, fabs(logits[(size_t)b * m->V + v] - full[v]));
+                        largest = fmax(largest, fabs(full[v]));
+                    }
+                }
             }
         }
+        decoder_free(&d);
     }
-    decoder_free(&d);
     return worst / largest;
 }
 
