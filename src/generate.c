@@ -8,9 +8,7 @@
 // the barrier). The step runs on one thread, and a matmul or the attention on all of them only when
 // its multiply-adds reach this. Both OpenMP and OpenBLAS are told: the OpenMP build of OpenBLAS
 // stops following OpenMP's thread count once it has been 1.
-#ifndef DECODE_PARALLEL_WORK
-#define DECODE_PARALLEL_WORK 262144
-#endif
+#define DECODE_PARALLEL_WORK 4194304
 
 static void use_threads(int n) {
     if (omp_get_max_threads() != n) openblas_set_num_threads(n);
