@@ -3,23 +3,30 @@
 #include <string.h>
 #include <time.h>
 
-// The k-th largest of a[0..n) (k >= 1), by quickselect: a is reordered. Linear time on average,
-// where sorting the vocabulary for every token would cost more than a decoder step.
-static real kth_largest(real *a, int n, int k) {
-    int lo = 0, hi = n - 1, target = k - 1;
-    while (lo < hi) {
-        real pivot = a[lo + (hi - lo) / 2];
-        int i = lo, j = hi;
-        while (i <= j) {  // Hoare partition, descending: a[lo..j] >= pivot >= a[i..hi]
-            while (a[i] > pivot) i++;
-            while (a[j] < pivot) j--;
-            if (i <= j) { real t = a[i]; a[i] = a[j]; a[j] = t; i++; j--; }
-        }
-        if (target <= j) hi = j;
-        else if (target >= i) lo = i;
-        else return a[target];
+// Restore the min-heap order of heap[0..k) below position i.
+static void sift_down(real *heap, int k, int i) {
+    for (;;) {
+        int child = 2 * i + 1;
+        if (child >= k) return;
+        if (child + 1 < k && heap[child + 1] < heap[child]) child++;
+        if (heap[i] <= heap[child]) return;
+        real t = heap[i]; heap[i] = heap[child]; heap[child] = t;
+        i = child;
     }
-    return a[target];
+}
+
+// The k-th largest of a[0..n) (1 <= k <= n): a min-heap (k reals of scratch) keeps the k largest
+// seen so far, so one pass suffices and most values cost one comparison with its root, where
+// sorting the vocabulary for every token would cost more than a decoder step.
+static real kth_largest(const real *a, int n, int k, real *heap) {
+    for (int i = 0; i < k; i++) heap[i] = a[i];
+    for (int i = k / 2 - 1; i >= 0; i--) sift_down(heap, k, i);
+    for (int i = k; i < n; i++) {
+        if (a[i] <= heap[0]) continue;
+        heap[0] = a[i];
+        sift_down(heap, k, 0);
+    }
+    return heap[0];
 }
 
 int sample_logits(const real *logits, int V, double temperature, int top_k, Rng *rng, real *scratch) {
@@ -27,10 +34,7 @@ int sample_logits(const real *logits, int V, double temperature, int top_k, Rng 
     for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
     if (temperature <= 0) return best;
     real threshold = -INFINITY;
-    if (top_k > 0 && top_k < V) {
-        memcpy(scratch, logits, V * sizeof(real));
-        threshold = kth_largest(scratch, V, top_k);
-    }
+    if (top_k > 0 && top_k < V) threshold = kth_largest(logits, V, top_k, scratch);
     double total = 0;
     for (int i = 0; i < V; i++) {  // scratch now holds the unnormalized probabilities
         scratch[i] = logits[i] >= threshold ? (real)exp((logits[i] - logits[best]) / temperature) : 0;

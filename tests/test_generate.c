@@ -192,25 +192,33 @@ static int compare_desc(const void *x, const void *y) {
 }
 
 // top_k draws only among the k largest logits and reaches each of them; temperature 0 is argmax.
+// Random logits with a tie, and an ascending ramp (every value enters the top-k heap).
 static void test_sample_logits_top_k(void) {
     enum { V = 500, K = 7, DRAWS = 4000 };
     real logits[V], sorted[V], scratch[V];
     Rng r = rng_stream(3, 3);
-    fill_normal(logits, V, 0.5, &r);
-    logits[17] = logits[18];  // a tie inside the vocabulary
-    memcpy(sorted, logits, sizeof logits);
-    qsort(sorted, V, sizeof(real), compare_desc);
-    int counts[V] = {0}, outside = 0, reached = 0, best = 0;
-    for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
-    for (int n = 0; n < DRAWS; n++) counts[sample_logits(logits, V, 1.0, K, &r, scratch)]++;
-    for (int i = 0; i < V; i++) {
-        int in_top = logits[i] >= sorted[K - 1];
-        outside += !in_top && counts[i];
-        reached += in_top && counts[i];
+    for (int layout = 0; layout < 2; layout++) {
+        if (layout == 0) {
+            fill_normal(logits, V, 0.5, &r);
+            logits[17] = logits[18];
+        } else {
+            for (int i = 0; i < V; i++) logits[i] = (real)(0.01 * i);
+        }
+        memcpy(sorted, logits, sizeof logits);
+        qsort(sorted, V, sizeof(real), compare_desc);
+        int counts[V] = {0}, outside = 0, reached = 0, best = 0;
+        for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+        for (int n = 0; n < DRAWS; n++) counts[sample_logits(logits, V, 1.0, K, &r, scratch)]++;
+        for (int i = 0; i < V; i++) {
+            int in_top = logits[i] >= sorted[K - 1];
+            outside += !in_top && counts[i];
+            reached += in_top && counts[i];
+        }
+        CHECK(outside == 0, "layout %d: %d ids outside the top %d were drawn", layout, outside, K);
+        CHECK(reached == K, "layout %d: %d of the top %d ids were drawn in %d draws", layout, reached, K, DRAWS);
+        CHECK(sample_logits(logits, V, 0, K, &r, scratch) == best, "layout %d: temperature 0 is not the argmax",
+              layout);
     }
-    CHECK(outside == 0, "%d ids outside the top %d were drawn", outside, K);
-    CHECK(reached == K, "%d of the top %d ids were drawn in %d draws", reached, K, DRAWS);
-    CHECK(sample_logits(logits, V, 0, K, &r, scratch) == best, "temperature 0 is not the argmax");
 }
 
 static char out[1 << 16];
