@@ -21,7 +21,7 @@ DOUBLE_OBJS := $(patsubst src/%.c,build/double/%.o,$(LIB_SRCS))
 TEST_SRCS := $(wildcard tests/*.c)
 TEST_OBJS := $(patsubst tests/%.c,build/double/tests/%.o,$(TEST_SRCS))
 
-.PHONY: all train test bench deps dev-deps test-sanitize fuzz clean
+.PHONY: all train test bench deps test-deps dev-deps test-sanitize fuzz clean
 
 # MPI touches one file: src/dist.c, compiled by the MPI wrapper with NORMGPT_MPI into build/mpi/, and
 # linked by the wrapper with the same objects as build/train. Without MPI=1, nothing involves MPI.
@@ -53,7 +53,14 @@ build/double/tests/%.o: tests/%.c | build/double/tests
 build/run_tests: $(TEST_OBJS) $(DOUBLE_OBJS)
 	$(CC) -o $@ $^ $(LDLIBS)
 
-build/float build/double/tests build/mpi:
+# The PyTorch parity test's C side: the fp32 trainer's logits, loss and gradients for one batch.
+build/grad_dump: build/float/tests/tools/grad_dump.o $(FLOAT_OBJS)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+build/float/tests/tools/%.o: tests/tools/%.c | build/float/tests/tools
+	$(CC) $(CFLAGS) -Isrc -c -o $@ $<
+
+build/float build/double/tests build/mpi build/float/tests/tools:
 	mkdir -p $@
 
 # Sanitizer build of the trainer and the tests. gcc, not clang: its ASan works with libgomp, so
@@ -96,6 +103,9 @@ build/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(LIB_SRCS) $(wildcard src/*.h)
 deps:
 	@bash scripts/install_deps.sh
 
+test-deps:
+	@bash scripts/install_deps.sh --test
+
 dev-deps:
 	@bash scripts/install_deps.sh --dev
 
@@ -104,13 +114,13 @@ train: deps
 	./train --config configs/default.json --overwrite
 
 # The data-parallel tests run build/mpi/train under mpiexec, so the suite needs MPI (scripts/install_deps.sh).
-test: deps
-	$(MAKE) all build/mpi/train build/run_tests
+test: test-deps
+	$(MAKE) all build/mpi/train build/run_tests build/grad_dump
 	build/run_tests
 
 # Speed against the sgemm peak and PyTorch, thread scaling, memory and generation (bench/bench.py).
 # Run it on an otherwise idle machine: other programs on the same cores distort every ratio.
-bench: deps
+bench: test-deps
 	$(MAKE) all
 	/usr/bin/python3 bench/bench.py
 
@@ -119,8 +129,8 @@ bench: deps
 # inherit the parent's OpenMP threads as corpses, which LeakSanitizer warns about on every exit.
 # A sanitizer report exits 86, which no test expects (the trainer's own errors exit 1 or 2).
 SAN_ENV := UBSAN_OPTIONS=print_stacktrace=1:exitcode=86 ASAN_OPTIONS=exitcode=86
-test-sanitize: deps
-	$(MAKE) all build/mpi/train build/asan/train build/asan/run_tests
+test-sanitize: test-deps
+	$(MAKE) all build/mpi/train build/asan/train build/asan/run_tests build/grad_dump
 	$(SAN_ENV):detect_leaks=0 NORMGPT_TRAIN="env $(SAN_ENV):detect_leaks=1 build/asan/train" build/asan/run_tests
 
 # Each target first runs every input of its corpus in tests/fuzz_corpus/ (the seeds and the inputs
@@ -139,4 +149,4 @@ fuzz: dev-deps
 clean:
 	rm -rf build train
 
--include $(wildcard build/*/*.d build/*/*/*.d)
+-include $(wildcard build/*/*.d build/*/*/*.d build/*/*/*/*.d)

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Install the Debian packages normgpt needs to build and test, if any are missing (MPICH: for
-# `make MPI=1` and the data-parallel tests); with --dev also clang and libomp-dev (clang's omp.h),
-# for `make fuzz` (libFuzzer), which `make train` and `make test` do not need.
+# Install the Debian packages normgpt needs, if any are missing:
+#   (no option)  what `make` and `make train` need to build and train (MPICH: for `make MPI=1` and
+#                the data-parallel tests);
+#   --test       also python3-torch and python3-numpy, for `make test`'s PyTorch parity test and the
+#                PyTorch benchmark (bench/);
+#   --dev        all of that plus clang and libomp-dev (clang's omp.h), for `make fuzz` (libFuzzer).
 # As root this runs apt-get; otherwise it prints the exact command to run and fails.
 set -euo pipefail
 packages=(gcc make pkg-config libopenblas-openmp-dev libcjson-dev mpich libmpich-dev)
-[ "${1:-}" = "--dev" ] && packages+=(clang libomp-dev)
+case "${1:-}" in
+    --test) packages+=(python3-torch python3-numpy) ;;
+    --dev) packages+=(python3-torch python3-numpy clang libomp-dev) ;;
+esac
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
