@@ -137,6 +137,7 @@ class GPT(torch.nn.Module):
         self.spec = s = Spec(config)
         self.dtype = dtype
         self.p = {}
+        self.future = {}
         gen = torch.Generator().manual_seed(seed)
         for name, shape, (kind, value) in s.tensors():
             if kind == "normal":
@@ -231,8 +232,9 @@ class GPT(torch.nn.Module):
             k = k.repeat_interleave(s.H // s.Hkv, dim=1)
             v = v.repeat_interleave(s.H // s.Hkv, dim=1)
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(s.hs))
-        mask = torch.ones(T, T, dtype=torch.bool).triu(1)
-        att = att.masked_fill(mask, float("-inf")).softmax(dim=-1)
+        if T not in self.future:  # the causal mask: position t sees s <= t
+            self.future[T] = torch.ones(T, T, dtype=torch.bool).triu(1)
+        att = att.masked_fill(self.future[T], float("-inf")).softmax(dim=-1)
         y = (att @ v).transpose(1, 2).reshape(B, T, s.C)
         return self.center(self.linear(f"h.{l}.attn.proj", y))
 
