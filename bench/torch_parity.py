@@ -6,7 +6,8 @@
 DUMP is what build/grad_dump wrote for CKPT and a batch: the batch, the C program's loss, logits and
 gradients (format in tests/tools/grad_dump.c). The PyTorch model loads CKPT, computes the same in
 fp32, and every compared quantity must agree: the error of a tensor is ||c - torch|| / ||torch||
-(L2 over all its entries), for the logits, the loss and the gradient of every trained parameter;
+(L2 over all its entries), for the logits, the loss, the gradient of every trained parameter and,
+when the checkpoint was written right after a refresh, BHyT's c recomputed from the weights;
 the largest must be below --tol. Per pair: one line per tensor, then a verdict line
 "parity CKPT: ... ok|FAIL"; exit 0 if every pair is within, 1 if not.
 --perturb multiplies one parameter, or model.norm_eps, on the PyTorch side after loading (to show that
@@ -77,6 +78,14 @@ def check(ckpt, dump, args):
         p = model.p[name]
         if isinstance(p, torch.nn.Parameter):  # buffers (BHyT's c) have no gradient
             rows.append(("grad " + name, rel_error(c_grad, p.grad.numpy())))
+    # BHyT's c is refreshed after the update of every `refresh`-th step: at such a step the stored c
+    # must be what this model computes from the stored weights.
+    m = meta["config"]["model"]
+    refresh = m["bhyt_refresh"] or max(1, min(1000, meta["config"]["train"]["steps"] // 50))
+    if meta["step"] % refresh == 0:
+        stored = {n: float(t) for n, t in model.p.items() if n.endswith(".bhyt_c")}
+        model.refresh_bhyt()
+        rows += [(name, rel_error(c, float(model.p[name]))) for name, c in stored.items()]
     if args.verbose:
         for what, err in rows:
             print(f"  {err:.2e}  {what}")
