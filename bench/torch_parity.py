@@ -8,8 +8,8 @@ gradients (format in tests/tools/grad_dump.c). The PyTorch model loads CKPT, com
 fp32, and every compared quantity must agree: the error of a tensor is ||c - torch|| / ||torch||
 (L2 over all its entries), for the logits, the loss, the gradient of every trained parameter and,
 when the checkpoint was written right after a refresh, BHyT's c recomputed from the weights;
-the largest must be below --tol. Per pair: one line per tensor, then a verdict line
-"parity CKPT: ... ok|FAIL"; exit 0 if every pair is within, 1 if not.
+the largest must be below --tol. Per pair a verdict line "parity CKPT: ... ok|FAIL" (after one line
+per tensor with -v); exit 0 if every pair is within, 1 if not.
 --perturb multiplies one parameter, or model.norm_eps, on the PyTorch side after loading (to show that
 the test can fail).
 """

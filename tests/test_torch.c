@@ -37,17 +37,18 @@ static const ParityCase cases[] = {
     {"bhyt", "configs/bhyt.json", ""},
     {"bhyt_star", "configs/bhyt_star.json", ""},
     // RoPE, GQA, SwiGLU, untied head with bias, other inits, no biases, exact BHyT final norm,
-    // a per-block table mixing placements and norms, no final norm, embedding scale.
+    // a per-block table mixing placements and norms, no final norm, embedding scale; the backward
+    // that recomputes each block's activations (train.recompute).
     {"hybrid_rope_gqa", "configs/hybridnorm.json",
      "--model.init=mixln --model.pos=rope --model.n_kv_head=2 --model.ffn=swiglu --model.tie_embeddings=false "
      "--model.head_bias=true"},
     {"bhyt_rope_final", "configs/bhyt.json",
      "--model.pos=rope --model.n_kv_head=2 --model.ffn=swiglu --model.bias=false --model.bhyt_final_lambda=1.5 "
-     "--model.init=llama"},
+     "--model.init=llama --train.recompute=true"},
     {"mixed_blocks", "configs/default.json",
      "'--model.blocks=[{\"placement\":\"post\",\"norm\":\"layernorm\"},{\"placement\":\"hybrid_star\",\"norm\":"
      "\"rmsnorm\"},{\"placement\":\"bhyt\",\"norm\":\"bhyt\"},{\"placement\":\"pre\",\"norm\":\"dyt\"}]' "
-     "--model.final_norm=dyt --model.embed_scale=true"},
+     "--model.final_norm=dyt --model.embed_scale=true --train.recompute=true"},
     {"crmsnorm_untied", "configs/pre_crmsnorm.json",
      "--model.tie_embeddings=false --model.head_bias=true --model.pos=rope --model.ffn=swiglu"},
     {"centered_mqa", "configs/pre_rmsnorm_centered.json",
