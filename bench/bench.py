@@ -17,6 +17,7 @@ cores slow each other down several times), and reported as ratios:
 The table goes to stdout and, as markdown, to --out.
 """
 import argparse
+import json
 import os
 import platform
 import re
@@ -44,22 +45,39 @@ def grab(pattern, text, what):
 
 
 def train_speed(config, threads, steps, out_dir, env=None):
-    """Time `steps` training steps (the first excluded) of ./train on `config`."""
+    """Time `steps` training steps (the first excluded) of ./train --profile on `config`."""
     out = run(["./train", "--config", config, f"--train.steps={steps}", "--train.warmup_steps=1", "--eval.every=0",
                "--sample.tokens=0", f"--train.threads={threads}", "--out.checkpoint_every=0",
-               f"--out.dir={out_dir}", "--overwrite"], env)
+               f"--out.dir={out_dir}", "--overwrite", "--profile"], env)
+    norm_ms = sum(float(m[1]) for m in re.finditer(r"^  norm \((?:fwd|bwd)\)\s+([\d.]+)", out, re.M))
     speed = grab(r"^speed: ([\d.]+) ms/step, (\d+) tok/s, MFU ([\d.]+)% .*sgemm peak ([\d.]+) GFLOP/s", out, "speed")
     budget = grab(r"^memory budget: .* = ([\d.]+) MiB", out, "memory budget")
     rss = grab(r"^peak memory: ([\d.]+) MiB resident, ([\d.]+)x", out, "peak memory")
     core = grab(r"sgemm core (\S+?)(,|$)", out, "sgemm core")
     return {"ms": float(speed[1]), "tok_s": float(speed[2]), "mfu": float(speed[3]), "peak": float(speed[4]),
             "budget": float(budget[1]), "rss": float(rss[1]), "rss_ratio": float(rss[2]), "core": core[1],
+            "norm_ms": norm_ms,
             "checkpoint": os.path.join(out_dir, f"ckpt_{steps:08d}.bin")}
+
+
+def torch_speed(config, threads, steps):
+    out = run(["/usr/bin/python3", "bench/torch_bench.py", "--config", config, f"--threads={threads}",
+               f"--steps={steps}"])
+    line = grab(r"^torch_bench tokens_per_s=([\d.]+) ms_per_step=([\d.]+).* torch=(\S+)", out, "torch_bench")
+    return {"tok_s": float(line[1]), "ms": float(line[2]), "version": line[3]}
+
+
+def generation_speed(checkpoint, threads, tokens):
+    """Generated tokens/s of one sequence with the KV cache (./train --generate; its last line is JSON)."""
+    out = run(["./train", "--generate", checkpoint, "--tokens", str(tokens), f"--train.threads={threads}"])
+    return json.loads(out.strip().splitlines()[-1])["gen_tokens_per_s"]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=12, help="normgpt steps per timed run (the first is not timed)")
+    ap.add_argument("--torch-steps", type=int, default=6, help="PyTorch steps per timed run (after 3 warm-up steps)")
+    ap.add_argument("--gen-tokens", type=int, default=256, help="tokens generated per method")
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results.md"))
     args = ap.parse_args()
     threads = os.cpu_count()
@@ -96,6 +114,26 @@ def main():
     say()
     say(f"thread scaling 1 -> {threads}: {two['tok_s'] / one['tok_s']:.2f}x; memory: budget {two['budget']:.1f} MiB, "
         f"peak resident {two['rss']:.1f} MiB ({two['rss_ratio']:.2f}x the budget)")
+    say()
+
+    # The default config and every method's small config: step time, the norms' share of it, MFU,
+    # PyTorch on the same model, generation.
+    results = {"default": two}
+    results.update({m: train_speed(f"configs/{m}.json", threads, args.steps, f"{tmp}/{m}") for m in METHODS})
+    fastest = min(r["ms"] for r in results.values())
+    torch_version = "?"
+    for name, r in results.items():
+        t = torch_speed("configs/default.json" if name == "default" else f"configs/{name}.json", threads, args.torch_steps)
+        r["torch_tok_s"], torch_version = t["tok_s"], t["version"]
+        r["gen_tok_s"] = generation_speed(r["checkpoint"], threads, args.gen_tokens)
+    say(f"## every method ({threads} threads; configs/NAME.json; PyTorch {torch_version} eager fp32)")
+    say()
+    say("| config | ms/step | vs fastest | norms ms/step (fwd+bwd) | tok/s | MFU | PyTorch tok/s | normgpt / PyTorch "
+        "| generated tok/s |")
+    say("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, r in results.items():
+        say(f"| {name} | {r['ms']:.1f} | +{100 * (r['ms'] / fastest - 1):.1f}% | {r['norm_ms']:.1f} | {r['tok_s']:.0f} "
+            f"| {r['mfu']:.1f}% | {r['torch_tok_s']:.0f} | {r['tok_s'] / r['torch_tok_s']:.2f}x | {r['gen_tok_s']:.0f} |")
     say()
 
     with open(args.out, "w") as f:
