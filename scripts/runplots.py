@@ -188,6 +188,7 @@ def plot_grad_norms(runs, out_dir, written):
             ax.set_yscale("log")
             ax.set_title(variant)
             ax.set_xlabel("block")
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.set_ylabel("grad norm (solid: block, dotted: FFN W)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
@@ -209,6 +210,7 @@ def plot_rms(runs, out_dir, written):
             ax.set_yscale("log")
             ax.set_title(variant)
             ax.set_xlabel("block")
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.set_ylabel("RMS of block output")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
@@ -226,7 +228,9 @@ def plot_angles(runs, out_dir, written):
             angle = r.diag[-1][1]["angle"]
             grid[i, : len(angle)] = [np.nan if a is None else a for a in angle]
         fig, ax = plt.subplots(figsize=(max(5, 0.22 * L + 3), 0.4 * len(chosen) + 1.6))
-        im = ax.imshow(grid, aspect="auto", cmap="magma", vmin=0, interpolation="nearest")
+        # A square-root colour scale: the first blocks turn the stream far more than the rest.
+        im = ax.imshow(grid, aspect="auto", cmap="magma", norm=matplotlib.colors.PowerNorm(0.5, vmin=0),
+                       interpolation="nearest")
         ax.set_yticks(range(len(chosen)))
         ax.set_yticklabels(list(chosen))
         ax.set_xlabel("block")
@@ -249,6 +253,7 @@ def plot_removal(runs, out_dir, written):
             ax.set_yscale("symlog", linthresh=0.01)
             ax.set_title(v)
             ax.set_xlabel("block skipped")
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.set_ylabel("val loss increase")
             ax.grid(alpha=0.3, axis="y")
         _save(fig, out_dir, "layer_removal%s.png" % _suffix(panel), written)
