@@ -1,5 +1,6 @@
 # normgpt — `make` builds ./train (`make MPI=1`: with MPI, for data-parallel runs under mpirun); `make train` installs what is missing, builds and trains the
-# default config; `make test` builds and runs the test suite; `make test-sanitize` runs it again
+# default config; `make test` builds and runs the test suite; `make compare SPEC=...` trains and plots
+# the variants of a compare spec; `make test-sanitize` runs it again
 # under AddressSanitizer + UndefinedBehaviorSanitizer; `make fuzz` fuzzes the parsers (needs clang).
 
 CC ?= gcc
@@ -21,7 +22,7 @@ DOUBLE_OBJS := $(patsubst src/%.c,build/double/%.o,$(LIB_SRCS))
 TEST_SRCS := $(wildcard tests/*.c)
 TEST_OBJS := $(patsubst tests/%.c,build/double/tests/%.o,$(TEST_SRCS))
 
-.PHONY: all train test bench deps test-deps dev-deps test-sanitize fuzz clean
+.PHONY: all train test bench compare deps test-deps dev-deps test-sanitize fuzz clean
 
 # MPI touches one file: src/dist.c, compiled by the MPI wrapper with NORMGPT_MPI into build/mpi/, and
 # linked by the wrapper with the same objects as build/train. Without MPI=1, nothing involves MPI.
@@ -62,6 +63,12 @@ build/float/tests/tools/%.o: tests/tools/%.c | build/float/tests/tools
 
 build/float build/double/tests build/mpi build/float/tests/tools:
 	mkdir -p $@
+
+# Train and plot the variants of a compare spec (scripts/compare): make compare SPEC=path/to/spec.json
+SPEC ?= docs/experiments/depth_study/spec.json
+compare: test-deps
+	$(MAKE) all
+	/usr/bin/python3 scripts/compare $(SPEC)
 
 # Sanitizer build of the trainer and the tests. gcc, not clang: its ASan works with libgomp, so
 # OpenBLAS and our kernels keep sharing one OpenMP runtime.

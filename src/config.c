@@ -82,6 +82,7 @@ static const ConfigKey KEYS[] = {
     {"sample.tokens",            KEY_INT,    F(sample_tokens),      "128",   0, 1 << 20, NULL},
     {"sample.temperature",       KEY_FLOAT,  F(temperature),        "0.8",   0, 100, NULL},
     {"sample.top_k",             KEY_INT,    F(top_k),              "40",    0, 1 << 30, NULL},
+    {"diag.every",               KEY_INT,    F(diag_every),         "0",     0, BIG, NULL},
     {"out.dir",                  KEY_STRING, F(out_dir),            "runs/default", 0, 0, NULL},
     {"out.checkpoint_every",     KEY_INT,    F(checkpoint_every),   "100",   0, BIG, NULL},
     {"out.keep",                 KEY_INT,    F(keep),               "2",     1, 1000000, NULL},
@@ -199,7 +200,7 @@ void config_apply_json(Config *c, const char *json_text, const char *source) {
     if (!cJSON_IsObject(root)) die(EXIT_CONFIG, "%s: the top level must be a JSON object", source);
     for (const cJSON *section = root->child; section; section = section->next) {
         if (!cJSON_IsObject(section))
-            die(EXIT_CONFIG, "%s: '%s' must be an object of keys (model, train, data, eval, sample, out)",
+            die(EXIT_CONFIG, "%s: '%s' must be an object of keys (model, train, data, eval, sample, diag, out)",
                 source, section->string);
         for (const cJSON *item = section->child; item; item = item->next) {
             char name[512];

@@ -33,6 +33,7 @@ typedef struct {
     long eval_every, eval_batches;
     long sample_every, sample_tokens, top_k;
     double temperature;
+    long diag_every;
     char out_dir[CONFIG_STR];
     long checkpoint_every, keep;
 } Config;

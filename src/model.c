@@ -242,6 +242,7 @@ void gpt_build(GPT *m, const Config *cfg) {
     m->center_stream = cfg->center_stream;
     m->recompute = cfg->recompute;
     m->bhyt_kappa = (real)cfg->bhyt_kappa;
+    m->skip_block = -1;
     m->maxB = (int)cfg->batch_size;
     m->seqT = (int)cfg->seq_len;
     m->blocks = xcalloc(m->L, sizeof(Block));
@@ -312,7 +313,7 @@ void gpt_refresh_bhyt(GPT *m) {
 // ---------------------------------------------------------------------------------------------
 // Forward and backward of one block (the placements are listed in model.h).
 
-static const real *block_input(const GPT *m, int l) { return l == 0 ? m->encoded : m->acts[l - 1].out; }
+const real *gpt_block_input(const GPT *m, int l) { return l == 0 ? m->encoded : m->acts[l - 1].out; }
 
 static real bhyt_correction(const Block *b, real kappa) {
     real lambda1 = b->n1.scale[0];  // a stop-gradient copy: C = c * sg(lambda1)^2 / kappa^2
@@ -327,7 +328,7 @@ static void block_forward(GPT *m, int l, int B, int T) {
     int N = B * T, C = m->C, S = m->S, QKV = (m->H + 2 * m->Hkv) * m->hs;
     int FC = m->swiglu ? 2 * m->F : m->F;
     double n = N;  // FLOP counts in double: N * S * FC overflows int at paper scale
-    const real *x = block_input(m, l);
+    const real *x = gpt_block_input(m, l);
     // attention sublayer
     const real *attn_in = x;
     if (b->attn_in_norm) {
@@ -385,7 +386,7 @@ static void block_backward(GPT *m, int l, int B, int T) {
     int FC = m->swiglu ? 2 * m->F : m->F;
     size_t NS = (size_t)N * S;
     double n = N;
-    const real *x = block_input(m, l);
+    const real *x = gpt_block_input(m, l);
     // FFN sublayer: m->dres = dL/d out -> dL/d h
     if (b->ffn_post_norm) TIMED("norm (bwd)", 0, through_post_norm(m, &b->n2, a->res_ffn, a->out_stats, N));
     if (m->center_stream) TIMED("center stream", 0, center_rows(m->dres, N, S));
@@ -457,8 +458,11 @@ double gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) 
     if (B > m->maxB || T > m->seqT) die(1, "internal: forward of (%d,%d) exceeds buffers (%d,%d)", B, T, m->maxB, m->seqT);
     TIMED("embedding (fwd)", 0, embed_forward(m, inputs, B, T));
     if (m->center_stream) TIMED("center stream", 0, center_rows(m->encoded, N, S));
-    for (int l = 0; l < m->L; l++) block_forward(m, l, B, T);
-    const real *head_in = block_input(m, m->L);
+    for (int l = 0; l < m->L; l++) {
+        if (l == m->skip_block) memcpy(m->acts[l].out, gpt_block_input(m, l), (size_t)N * S * sizeof(real));
+        else block_forward(m, l, B, T);
+    }
+    const real *head_in = gpt_block_input(m, m->L);
     if (m->has_final_norm) {
         TIMED("norm (fwd)", 0, norm_forward(&m->lnf, m->lnf_out, m->lnf_stats, head_in, N, S));
         head_in = m->lnf_out;
@@ -474,7 +478,7 @@ double gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) 
 
 void gpt_backward(GPT *m, const int *inputs, const int *targets, int B, int T, real dloss_scale) {
     int N = B * T, S = m->S;
-    const real *top = block_input(m, m->L);
+    const real *top = gpt_block_input(m, m->L);
     TIMED("matmul lm_head + loss (bwd)", 4.0 * N * S * m->V,
           classifier_backward(m->dC, m->lm_head.dw, m->lm_head.db, m->logits, m->has_final_norm ? m->lnf_out : top,
                               m->lm_head.w, targets, dloss_scale, N, S, m->V));

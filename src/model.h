@@ -88,6 +88,8 @@ typedef struct {
     Norm lnf;
     Linear lm_head;            // w == wte when embeddings are tied; b only with model.head_bias
     real bhyt_kappa;
+    int skip_block;            // the forward passes block skip_block's input through unchanged (-1: none);
+                               // for the layer-removal probe: forward only, no backward
     // activations and backward scratch
     real *act_memory;
     size_t n_acts;
@@ -115,6 +117,8 @@ void gpt_zero_grad(GPT *m);
 // first appears, in forward order — the embeddings or the first block whose output or parameter
 // gradient holds a non-finite value — from the last forward of (B,T) and the accumulated gradients.
 void gpt_locate_nonfinite(const GPT *m, int B, int T, char *out, size_t size);
+// The hidden state entering block l (l = L: the one leaving the last block), from the last forward.
+const real *gpt_block_input(const GPT *m, int l);
 // Recompute BHyT's per-block constant c = ||W_V W_O||_F^2 / (T d) from the current weights.
 void gpt_refresh_bhyt(GPT *m);
 int gpt_has_bhyt(const GPT *m);

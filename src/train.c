@@ -1,5 +1,6 @@
 // normgpt command line: ./train --config FILE [--section.key=value ...] | --resume RUN_DIR |
-// --convert CKPT --to rmsnorm|crmsnorm --out FILE | --generate CKPT_OR_CONFIG [--tokens N] [--batch B]
+// --convert CKPT --to rmsnorm|crmsnorm --out FILE | --generate CKPT_OR_CONFIG [--tokens N] [--batch B] |
+// --probe RUN_DIR
 // One obvious path: config -> model -> data -> loop (forward, backward, clip, AdamW, log, eval,
 // sample, checkpoint).
 #include "checkpoint.h"
@@ -7,6 +8,7 @@
 #include "config.h"
 #include "convert.h"
 #include "data.h"
+#include "diagnostics.h"
 #include "dist.h"
 #include "kernels.h"
 #include "model.h"
@@ -35,16 +37,18 @@ static void usage(FILE *out) {
           "       ./train --resume RUN_DIR\n"
           "       ./train --convert CKPT --to rmsnorm|crmsnorm --out FILE\n"
           "       ./train --generate CKPT|CONFIG.json [--tokens N] [--batch B] [--section.key=value ...]\n"
+          "       ./train --probe RUN_DIR\n"
           "Trains a GPT on token shards as the config says; see README.md for every key.\n"
           "  --overwrite   start afresh in an out.dir that already holds a run\n"
           "  --profile     time every kernel and print where a step's time goes at the end\n"
           "  --convert     write the Pre-RMSNorm or Pre-CRMSNorm model equivalent to a Pre-LN checkpoint\n"
           "  --generate    sample N tokens (default block_size) for B sequences with the KV cache and print\n"
-          "                the speed; a .json config gives a model initialized from train.seed\n", out);
+          "                the speed; a .json config gives a model initialized from train.seed\n"
+          "  --probe       validation loss of the run's latest checkpoint with each block skipped in turn\n", out);
 }
 
 typedef struct {
-    const char *config_path, *resume_dir, *convert_path, *convert_to, *convert_out;
+    const char *config_path, *resume_dir, *convert_path, *convert_to, *convert_out, *probe_dir;
     const char *generate_path, *generate_tokens, *generate_batch;
     int generate_from_config;  // generate_path names a .json config, not a checkpoint
     ConvertKind convert_kind;
@@ -61,6 +65,7 @@ static const char **value_slot(Args *args, const char *arg) {
     if (!strcmp(arg, "--generate")) return &args->generate_path;
     if (!strcmp(arg, "--tokens")) return &args->generate_tokens;
     if (!strcmp(arg, "--batch")) return &args->generate_batch;
+    if (!strcmp(arg, "--probe")) return &args->probe_dir;
     return NULL;
 }
 
@@ -75,10 +80,10 @@ static void parse_args(int argc, char **argv, Config *cfg, Args *args) {
         *slot = argv[++i];
     }
     if ((args->config_path != NULL) + (args->resume_dir != NULL) + (args->convert_path != NULL) +
-        (args->generate_path != NULL) != 1) {
+        (args->generate_path != NULL) + (args->probe_dir != NULL) != 1) {
         usage(stderr);
-        die(EXIT_CONFIG, "command line: give exactly one of --config FILE, --resume RUN_DIR, --convert CKPT or "
-            "--generate CKPT");
+        die(EXIT_CONFIG, "command line: give exactly one of --config FILE, --resume RUN_DIR, --convert CKPT, "
+            "--generate CKPT or --probe RUN_DIR");
     }
     if ((args->generate_tokens || args->generate_batch) && !args->generate_path)
         die(EXIT_CONFIG, "command line: --tokens and --batch go with --generate");
@@ -107,7 +112,7 @@ static void parse_args(int argc, char **argv, Config *cfg, Args *args) {
             die(EXIT_CONFIG, "command line: '%s': the checkpoint's weights fix its model", a);
         if (!args->config_path && !args->generate_path)
             die(EXIT_CONFIG, "command line: '%s': %s keeps the config saved in its checkpoint", a,
-                args->resume_dir ? "a resumed run" : "a conversion");
+                args->resume_dir ? "a resumed run" : args->probe_dir ? "the probe" : "a conversion");
         config_apply_override(cfg, a + 2);
     }
     config_validate(cfg);
@@ -403,6 +408,53 @@ static double evaluate(GPT *m, const Dataset *val, const Config *cfg, int *input
     return sum / cfg->eval_batches;
 }
 
+static void open_val(Dataset *val, const Config *cfg) {
+    dataset_open(val, cfg->val_data, "data.val", cfg->seq_len, cfg->vocab_size, (uint64_t)cfg->seed);
+    if ((size_t)(cfg->eval_batches * cfg->batch_size) > val->n_windows)
+        die(EXIT_CONFIG, "config: eval.batches * train.batch_size = %ld windows, but data.val holds only %zu "
+                         "windows of %ld tokens", cfg->eval_batches * cfg->batch_size, val->n_windows, cfg->seq_len + 1);
+}
+
+// --probe: the validation loss of the latest checkpoint with each block in turn replaced by the
+// identity (Mix-LN's layer-removal test), printed and written to RUN_DIR/layer_removal.json.
+// It changes nothing else, so a signal simply ends it.
+static int probe_command(const char *run_dir) {
+    char *path = checkpoint_find_latest(run_dir);
+    Config cfg;
+    checkpoint_read_config(path, &cfg);
+    config_validate(&cfg);
+    if (!cfg.val_data[0]) die(1, "%s: the probe needs validation data, and its config has no data.val", path);
+    use_threads(&cfg);
+    GPT m;
+    AdamW opt;
+    RunState st;
+    gpt_build(&m, &cfg);
+    adamw_init(&opt, m.n_params);
+    checkpoint_load(path, &m, &opt, &st);
+    Dataset val;
+    open_val(&val, &cfg);
+    int *inputs = xcalloc((size_t)cfg.batch_size * cfg.seq_len, sizeof(int));
+    int *targets = xcalloc((size_t)cfg.batch_size * cfg.seq_len, sizeof(int));
+    double *skipped = xcalloc(m.L, sizeof(double)), *batch_losses = xcalloc(cfg.eval_batches, sizeof(double));
+    double full = evaluate(&m, &val, &cfg, inputs, targets, batch_losses);
+    printf("%s (step %ld): val loss %.4f on %ld batches\nblock  val loss without it  delta\n", path, st.step, full,
+           cfg.eval_batches);
+    for (int l = 0; l < m.L; l++) {
+        m.skip_block = l;
+        skipped[l] = evaluate(&m, &val, &cfg, inputs, targets, batch_losses);
+        printf("%5d  %18.4f  %+.4f\n", l, skipped[l], skipped[l] - full);
+    }
+    char out_path[4200];
+    snprintf(out_path, sizeof out_path, "%s/layer_removal.json", run_dir);
+    diag_write_removal_json(out_path, st.step, full, skipped, m.L);
+    printf("wrote %s\n", out_path);
+    free(inputs); free(targets); free(skipped); free(batch_losses); free(path);
+    dataset_close(&val);
+    adamw_free(&opt);
+    gpt_free(&m);
+    return 0;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Data parallelism (dist.h): every rank holds the whole model and takes one slice of each step's batch.
 
@@ -467,6 +519,10 @@ int main(int argc, char **argv) {
         if (world > 1) die(EXIT_CONFIG, "command line: --generate runs as one process, not under mpirun");
         return generate_command(&args, &cfg);
     }
+    if (args.probe_dir) {
+        if (world > 1) die(EXIT_CONFIG, "command line: --probe runs as one process, not under mpirun");
+        return probe_command(args.probe_dir);
+    }
     if (args.resume_dir && root) {
         resume_path = checkpoint_find_latest(args.resume_dir);
         checkpoint_read_config(resume_path, &cfg);
@@ -499,12 +555,7 @@ int main(int argc, char **argv) {
     Dataset train, val;
     dataset_open(&train, cfg.train_data, "data.train", T, cfg.vocab_size, (uint64_t)cfg.seed);
     int have_val = cfg.val_data[0] != '\0';
-    if (have_val) {
-        dataset_open(&val, cfg.val_data, "data.val", T, cfg.vocab_size, (uint64_t)cfg.seed);
-        if ((size_t)(cfg.eval_batches * B) > val.n_windows)
-            die(EXIT_CONFIG, "config: eval.batches * train.batch_size = %ld windows, but data.val holds only %zu "
-                             "windows of %d tokens", cfg.eval_batches * B, val.n_windows, T + 1);
-    }
+    if (have_val) open_val(&val, &cfg);
     Tokenizer tok;
     tokenizer_load(&tok, cfg.tokenizer, cfg.vocab_size);
     printf("data: %zu train windows in %d shard(s); %zu val windows\n", train.n_windows, train.n_shards,
@@ -577,6 +628,8 @@ int main(int argc, char **argv) {
         fflush(log);
     }
 
+    Diagnostics diag;
+    diag_init(&diag, &model);
     double ema_ms = 0, timed_seconds = 0;  // steps after the first, which pays for page faults and warm-up
     long first_step = st.step + 1, timed_steps = 0;
     for (long step = first_step; step <= cfg.steps; step++) {
@@ -603,6 +656,10 @@ int main(int argc, char **argv) {
             die(1, "step %ld: loss %g, grad norm %g is not finite, first in %s; stopping (last checkpoint kept in "
                 "%s)", step, loss, grad_norm, where, run_dir);
         }
+        if (cfg.diag_every > 0 && (step == 1 || step % cfg.diag_every == 0)) {  // before the update changes the weights
+            diag_compute(&diag, &model, micro_windows, T);
+            diag_write_json(&diag, step, log);
+        }
         double lr = lr_schedule(&cfg, step - 1);
         int skipped = is_outlier(&st, cfg.outlier_window, cfg.skip_outliers, loss, grad_norm);
         if (skipped) {
@@ -621,8 +678,9 @@ int main(int argc, char **argv) {
         double tok_s = cfg.total_batch_tokens / (ms / 1e3);
         char eta[32];
         format_duration(eta, sizeof eta, ema_ms / 1e3 * (cfg.steps - step));
-        printf("step %5ld/%ld | loss %.4f | lr %.2e | norm %.3f | %6.1f ms | %6.0f tok/s | MFU %4.1f%% | ETA %s\n",
-               step, cfg.steps, loss, lr, grad_norm, ms, tok_s, 100 * flops_per_token * tok_s / peak, eta);
+        printf("step %5ld/%ld %3.0f%% | loss %.4f | lr %.2e | norm %.3f | %6.1f ms | %6.0f tok/s | MFU %4.1f%% | "
+               "ETA %s\n", step, cfg.steps, 100.0 * step / cfg.steps, loss, lr, grad_norm, ms, tok_s,
+               100 * flops_per_token * tok_s / peak, eta);
         fprintf(log, "{\"step\":%ld,\"loss\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,\"ms\":%.3f,"
                 "\"tokens_per_s\":%.1f%s}\n", step, loss, lr, grad_norm, ms, tok_s, skipped ? ",\"skipped\":true" : "");
         fflush(log);
@@ -663,6 +721,7 @@ int main(int argc, char **argv) {
     }
     printf("peak memory: %.1f MiB resident, %.2fx the budget\n", peak_rss_bytes() / MiB, peak_rss_bytes() / budget);
     fclose(log);
+    diag_free(&diag);
     free(inputs); free(targets); free(resume_path);
     free(eval_losses); free(rank_scalars);
     tokenizer_free(&tok);

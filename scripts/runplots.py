@@ -1,0 +1,291 @@
+"""Figures and the summary table of normgpt runs, read from their run directories (log.jsonl, config.json,
+layer_removal.json). Used by scripts/plot (any run directories) and scripts/compare (a spec's runs).
+
+A run is labelled by a variant (the curves' colour) and a panel (runs that share a panel share a subplot
+or a figure: the grid point of a compare spec, e.g. "n_layer=12"); seeds of one variant and panel are
+averaged in the table and drawn in the same colour.
+"""
+import json
+import math
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+class Run:
+    def __init__(self, path, variant, panel="", seed=None):
+        self.path, self.variant, self.panel, self.seed = path, variant, panel, seed
+        self.steps, self.val, self.diag = [], [], []  # (step, record) lists in log order
+        with open(os.path.join(path, "log.jsonl")) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                rec = json.loads(line)
+                if "diag" in rec:
+                    self.diag.append((rec["step"], rec["diag"]))
+                elif "val_loss" in rec:
+                    self.val.append((rec["step"], rec["val_loss"]))
+                elif "loss" in rec:
+                    self.steps.append(rec)
+        self.config = json.load(open(os.path.join(path, "config.json")))
+        removal = os.path.join(path, "layer_removal.json")
+        self.removal = json.load(open(removal)) if os.path.exists(removal) else None
+
+    def final_val(self):
+        return self.val[-1][1] if self.val else float("nan")
+
+    def median(self, key):
+        # Skip the first steps: start-up (page faults, thread pools) makes them slower than the rest.
+        values = [r[key] for r in self.steps[min(5, len(self.steps) // 4):]]
+        return float(np.median(values)) if values else float("nan")
+
+
+def _colors(variants):
+    cmap = plt.get_cmap("tab20" if len(variants) > 10 else "tab10")
+    return {v: cmap(i % cmap.N) for i, v in enumerate(variants)}
+
+
+def _ordered(values):
+    seen = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+    return seen
+
+
+def _suffix(panel):
+    return "_" + panel if panel else ""
+
+
+def _ema(values, beta=0.9):
+    out, avg = [], None
+    for v in values:
+        avg = v if avg is None else beta * avg + (1 - beta) * v
+        out.append(avg)
+    return out
+
+
+def _grid(n, width=4.2, height=3.2):
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def _save(fig, out_dir, name, written):
+    fig.tight_layout()
+    path = os.path.join(out_dir, name)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+
+def plot_losses(runs, out_dir, written):
+    panels = _ordered(r.panel for r in runs)
+    colors = _colors(_ordered(r.variant for r in runs))
+    fig, axes = _grid(len(panels), 5, 3.6)
+    for ax, panel in zip(axes, panels):
+        labelled = set()
+        finals = []
+        for r in (r for r in runs if r.panel == panel):
+            c = colors[r.variant]
+            label = None if r.variant in labelled else r.variant
+            labelled.add(r.variant)
+            if r.steps:
+                ax.plot([s["step"] for s in r.steps], _ema([s["loss"] for s in r.steps]), color=c, lw=0.8, alpha=0.45)
+            if r.val:
+                ax.plot([s for s, _ in r.val], [v for _, v in r.val], "o-", color=c, ms=2.5, lw=1.2, label=label)
+                finals.append(r.final_val())
+        ax.set_title(panel or "loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (thin: train, EMA 0.9; dots: val)")
+        if finals:  # zoom on the end of training, where the variants differ
+            lo, hi = min(finals), max(finals)
+            ax.set_ylim(lo - 0.3, max(hi + 1.5, lo + 2.0))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    _save(fig, out_dir, "loss.png", written)
+
+
+def _numeric_grid(runs):
+    """The grid key and its values when every panel is one numeric key=value, else None."""
+    keys, values = set(), {}
+    for r in runs:
+        if "=" not in r.panel or "," in r.panel:
+            return None
+        key, value = r.panel.split("=", 1)
+        try:
+            values[r.panel] = float(value)
+        except ValueError:
+            return None
+        keys.add(key)
+    return (keys.pop(), values) if len(keys) == 1 else None
+
+
+def plot_val_vs_grid(runs, out_dir, written):
+    grid = _numeric_grid(runs)
+    if not grid:
+        return
+    key, values = grid
+    variants = _ordered(r.variant for r in runs)
+    colors = _colors(variants)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for v in variants:
+        xs, means, stds = [], [], []
+        for panel in sorted({r.panel for r in runs if r.variant == v}, key=lambda p: values[p]):
+            finals = [r.final_val() for r in runs if r.variant == v and r.panel == panel]
+            xs.append(values[panel])
+            means.append(np.mean(finals))
+            stds.append(np.std(finals))
+        ax.errorbar(xs, means, yerr=stds, marker="o", ms=4, capsize=2, color=colors[v], label=v)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(set(values.values())))
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel(key)
+    ax.set_ylabel("final val loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, out_dir, "val_loss_vs_%s.png" % key, written)
+
+
+def _first_seed(runs, panel):
+    """One run per variant of a panel (the first seed): per-layer profiles are shown for one seed."""
+    chosen = {}
+    for r in runs:
+        if r.panel == panel and r.variant not in chosen:
+            chosen[r.variant] = r
+    return chosen
+
+
+def _pick_steps(diag, count):
+    steps = [s for s, _ in diag]
+    if len(steps) <= count:
+        return steps
+    picks = sorted({steps[round(i * (len(steps) - 1) / (count - 1))] for i in range(count)})
+    return picks
+
+
+def plot_grad_norms(runs, out_dir, written):
+    for panel in _ordered(r.panel for r in runs):
+        chosen = {v: r for v, r in _first_seed(runs, panel).items() if r.diag}
+        if not chosen:
+            continue
+        fig, axes = _grid(len(chosen))
+        for ax, (variant, r) in zip(axes, chosen.items()):
+            steps = _pick_steps(r.diag, 4)
+            cmap = plt.get_cmap("viridis")
+            for i, (step, d) in enumerate(s for s in r.diag if s[0] in steps):
+                c = cmap(i / max(1, len(steps) - 1))
+                ax.plot(range(len(d["grad_norm"])), d["grad_norm"], "-", color=c, label="step %d" % step)
+                ax.plot(range(len(d["ffn_grad_norm"])), d["ffn_grad_norm"], ":", color=c)
+            ax.set_yscale("log")
+            ax.set_title(variant)
+            ax.set_xlabel("block")
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            ax.set_ylabel("grad norm (solid: block, dotted: FFN W)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        _save(fig, out_dir, "grad_norm%s.png" % _suffix(panel), written)
+
+
+def plot_rms(runs, out_dir, written):
+    for panel in _ordered(r.panel for r in runs):
+        chosen = {v: r for v, r in _first_seed(runs, panel).items() if r.diag}
+        if not chosen:
+            continue
+        fig, axes = _grid(len(chosen))
+        for ax, (variant, r) in zip(axes, chosen.items()):
+            steps = _pick_steps(r.diag, 6)
+            cmap = plt.get_cmap("viridis")
+            for i, (step, d) in enumerate(s for s in r.diag if s[0] in steps):
+                ax.plot(range(len(d["rms"])), d["rms"], "-", color=cmap(i / max(1, len(steps) - 1)),
+                        label="step %d" % step)
+            ax.set_yscale("log")
+            ax.set_title(variant)
+            ax.set_xlabel("block")
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            ax.set_ylabel("RMS of block output")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        _save(fig, out_dir, "rms%s.png" % _suffix(panel), written)
+
+
+def plot_angles(runs, out_dir, written):
+    for panel in _ordered(r.panel for r in runs):
+        chosen = {v: r for v, r in _first_seed(runs, panel).items() if r.diag}
+        if not chosen:
+            continue
+        L = max(len(r.diag[-1][1]["angle"]) for r in chosen.values())
+        grid = np.full((len(chosen), L), np.nan)
+        for i, r in enumerate(chosen.values()):
+            angle = r.diag[-1][1]["angle"]
+            grid[i, : len(angle)] = [np.nan if a is None else a for a in angle]
+        fig, ax = plt.subplots(figsize=(max(5, 0.22 * L + 3), 0.4 * len(chosen) + 1.6))
+        # A square-root colour scale: the first blocks turn the stream far more than the rest.
+        im = ax.imshow(grid, aspect="auto", cmap="magma", norm=matplotlib.colors.PowerNorm(0.5, vmin=0),
+                       interpolation="nearest")
+        ax.set_yticks(range(len(chosen)))
+        ax.set_yticklabels(list(chosen))
+        ax.set_xlabel("block")
+        ax.set_title("angular distance input -> output, arccos(cos)/pi, last logged step%s" %
+                     (" (%s)" % panel if panel else ""), fontsize=9)
+        fig.colorbar(im, ax=ax)
+        _save(fig, out_dir, "angle%s.png" % _suffix(panel), written)
+
+
+def plot_removal(runs, out_dir, written):
+    for panel in _ordered(r.panel for r in runs):
+        variants = _ordered(r.variant for r in runs if r.panel == panel and r.removal)
+        if not variants:
+            continue
+        fig, axes = _grid(len(variants))
+        for ax, v in zip(axes, variants):
+            deltas = np.array([r.removal["delta"] for r in runs if r.panel == panel and r.variant == v and r.removal])
+            mean = deltas.mean(axis=0)
+            ax.bar(range(len(mean)), mean, color="tab:red")
+            ax.set_yscale("symlog", linthresh=0.01)
+            ax.set_title(v)
+            ax.set_xlabel("block skipped")
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            ax.set_ylabel("val loss increase")
+            ax.grid(alpha=0.3, axis="y")
+        _save(fig, out_dir, "layer_removal%s.png" % _suffix(panel), written)
+
+
+def summary_table(runs):
+    has_panel = any(r.panel for r in runs)
+    head = "| variant |" + (" panel |" if has_panel else "") + \
+        " final val loss (mean ± spread over seeds) | seeds | tokens/s | ms/step |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for panel in _ordered(r.panel for r in runs):
+        for v in _ordered(r.variant for r in runs if r.panel == panel):
+            group = [r for r in runs if r.variant == v and r.panel == panel]
+            finals = [r.final_val() for r in group]
+            loss = "%.4f" % np.mean(finals)
+            if len(group) > 1:  # spread: the population standard deviation of the seeds
+                loss += " ± %.4f" % np.std(finals)
+            tok = np.mean([r.median("tokens_per_s") for r in group])
+            ms = np.mean([r.median("ms") for r in group])
+            lines.append("| %s |%s %s | %d | %.0f | %.1f |" % (v, (" %s |" % panel) if has_panel else "", loss,
+                                                                 len(group), tok, ms))
+    return "\n".join(lines) + "\n"
+
+
+def plot_all(runs, out_dir):
+    """Every figure the runs have data for, and summary.md; returns the paths written."""
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for plot in (plot_losses, plot_val_vs_grid, plot_grad_norms, plot_rms, plot_angles, plot_removal):
+        plot(runs, out_dir, written)
+    path = os.path.join(out_dir, "summary.md")
+    with open(path, "w") as f:
+        f.write(summary_table(runs))
+    written.append(path)
+    return written
