@@ -25,9 +25,9 @@ static inline float fast_expf(float x) {
     p = p * r * r + r + 1.0f;
     // n + 127 lands in the low mantissa bits of n + 1.5 * 2^23 (+ 127); shifted up, it is 2^n.
     float biased = n + 12583039.0f;
-    int32_t bits;
+    uint32_t bits;  // unsigned: the shift of a NaN's bits is defined, and a NaN stays a NaN through p
     memcpy(&bits, &biased, sizeof bits);
-    bits = (bits - 0x4B400000) << 23;
+    bits = (bits - 0x4B400000u) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;
