@@ -172,49 +172,38 @@ def _pick_steps(diag, count):
     return picks
 
 
-def plot_grad_norms(runs, out_dir, written):
+def _plot_per_block(runs, out_dir, written, name, n_steps, series, ylabel):
+    """One panel per variant: per-block values of each (diagnostic key, line style) in `series`,
+    a line per chosen step, coloured from early to late."""
     for panel in _ordered(r.panel for r in runs):
         chosen = {v: r for v, r in _first_seed(runs, panel).items() if r.diag}
         if not chosen:
             continue
         fig, axes = _grid(len(chosen))
         for ax, (variant, r) in zip(axes, chosen.items()):
-            steps = _pick_steps(r.diag, 4)
+            steps = _pick_steps(r.diag, n_steps)
             cmap = plt.get_cmap("viridis")
             for i, (step, d) in enumerate(s for s in r.diag if s[0] in steps):
-                c = cmap(i / max(1, len(steps) - 1))
-                ax.plot(range(len(d["grad_norm"])), d["grad_norm"], "-", color=c, label="step %d" % step)
-                ax.plot(range(len(d["ffn_grad_norm"])), d["ffn_grad_norm"], ":", color=c)
+                color = cmap(i / max(1, len(steps) - 1))
+                for j, (key, style) in enumerate(series):
+                    ax.plot(range(len(d[key])), d[key], style, color=color, label="step %d" % step if j == 0 else None)
             ax.set_yscale("log")
             ax.set_title(variant)
             ax.set_xlabel("block")
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-            ax.set_ylabel("grad norm (solid: block, dotted: FFN W)")
+            ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        _save(fig, out_dir, "grad_norm%s.png" % _suffix(panel), written)
+        _save(fig, out_dir, "%s%s.png" % (name, _suffix(panel)), written)
+
+
+def plot_grad_norms(runs, out_dir, written):
+    _plot_per_block(runs, out_dir, written, "grad_norm", 4, [("grad_norm", "-"), ("ffn_grad_norm", ":")],
+                    "grad norm (solid: block, dotted: FFN W)")
 
 
 def plot_rms(runs, out_dir, written):
-    for panel in _ordered(r.panel for r in runs):
-        chosen = {v: r for v, r in _first_seed(runs, panel).items() if r.diag}
-        if not chosen:
-            continue
-        fig, axes = _grid(len(chosen))
-        for ax, (variant, r) in zip(axes, chosen.items()):
-            steps = _pick_steps(r.diag, 6)
-            cmap = plt.get_cmap("viridis")
-            for i, (step, d) in enumerate(s for s in r.diag if s[0] in steps):
-                ax.plot(range(len(d["rms"])), d["rms"], "-", color=cmap(i / max(1, len(steps) - 1)),
-                        label="step %d" % step)
-            ax.set_yscale("log")
-            ax.set_title(variant)
-            ax.set_xlabel("block")
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-            ax.set_ylabel("RMS of block output")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        _save(fig, out_dir, "rms%s.png" % _suffix(panel), written)
+    _plot_per_block(runs, out_dir, written, "rms", 6, [("rms", "-")], "RMS of block output")
 
 
 def plot_angles(runs, out_dir, written):
