@@ -1,14 +1,17 @@
 #!/usr/bin/python3
-"""Turn text files into a SentencePiece tokenizer and llm.c-style token shards.
+"""Turn text files into a SentencePiece tokenizer, llm.c-style token shards and a manifest.
 
-    scripts/make_dataset.py --train PATH... [--val PATH...] --out DIR --name NAME
-                            [--vocab-size 8192] [--shard-tokens 100000000]
+    /usr/bin/python3 scripts/make_dataset.py --train PATH... [--val PATH...] --out DIR --name NAME
+                                             [--vocab-size 8192] [--shard-tokens 100000000]
+
+Needs the Python module sentencepiece: Debian's python3-sentencepiece, for /usr/bin/python3
+(`bash scripts/install_deps.sh --test` installs it).
 
 A PATH is a file, a directory (every file below it, recursively, except hidden
 ones) or a quoted glob. Each file is one document, read as UTF-8 with line
 endings normalized to "\\n".
 
-Tokenizer. spm_train learns a BPE model from the train documents only. The
+Tokenizer. SentencePiece learns a BPE model from the train documents only. The
 options serve two goals:
   * Lossless text. Identity normalization, no whitespace collapsing and byte
     fallback make every document decode back to exactly its own text, so the
@@ -16,18 +19,17 @@ options serve two goals:
     checks this for every document and warns when it fails (for example, text
     containing the SentencePiece meta-space U+2581 comes back as a space).
   * Identical bytes on every run. All lines are used in file order (no
-    sampling, no shuffling), training uses one thread, and spm_train runs in
-    the temporary directory with relative names, because it stores its options,
-    input path included, inside the .model file.
+    sampling, no shuffling), training uses one thread, and it runs in the
+    temporary directory with relative names, because SentencePiece stores its
+    options, input path included, inside the .model file.
 add_dummy_prefix is off. With it, SentencePiece puts a meta-space before every
 line, and decoding by plain byte concatenation would show a stray space at the
 start of every line. Without it, a line-initial word is tokenized without a
 leading space, as in GPT-2, and the bytes are exactly the text. Digits are split
 into single-digit pieces so that numbers get a consistent tokenization.
 
-Newlines. spm_encode reads one line at a time and never sees "\\n", so every
-line is encoded separately and the byte-fallback token <0x0A> is put between a
-document's lines.
+Newlines. The trainer sees one line at a time, so no piece contains "\\n": a
+document is encoded whole, and each "\\n" becomes the byte-fallback token <0x0A>.
 
 Shards (llm.c format): a header of 256 little-endian int32, [20240520, 1,
 token count, 0...], followed by the tokens as little-endian uint16; when the
@@ -41,25 +43,39 @@ old shards of the same NAME in DIR are deleted first, so that no stale shard
 from an earlier run is left for a training program to pick up.
 
 tokenizer.bin (llm.c format, version 2): a header of 256 little-endian int32,
-[20240328, 2, vocab size, 1 (the separator id <s>), 0...], then for each id in
-order a uint8 length and that many bytes: what the token contributes to the
-decoded text. In text pieces the meta-space U+2581 becomes " "; a byte piece
-<0xAB> becomes the single byte 0xAB (a character missing from the vocabulary is
-spread over several tokens, so decode by concatenating bytes); the
-control tokens <s> and </s> have length 0 (llm.c's GPT-2 reader asserts that no
-entry is empty; a reader of this file must allow it); <unk> is " ⁇ ",
-SentencePiece's own surface for it, though with byte fallback the encoder never
-produces it.
+[20240328, 2, vocab size, 1 (the separator id <s>), 1 (an encoding section
+follows), 0...], then for each id in order a uint8 length and that many bytes:
+what the token contributes to the decoded text. In text pieces the meta-space
+U+2581 becomes " "; a byte piece <0xAB> becomes the single byte 0xAB (a
+character missing from the vocabulary is spread over several tokens, so decode
+by concatenating bytes); the control tokens <s> and </s> have length 0 (llm.c's
+GPT-2 reader asserts that no entry is empty; a reader of this file must allow
+it); <unk> is " \u2047 ", SentencePiece's own surface for it, though with byte
+fallback the encoder never produces it. Then the encoding section, which llm.c's
+readers never reach: for each id its SentencePiece score as a little-endian
+float32, then for each id its SentencePiece piece type as a uint8 (1 normal,
+2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte). With the table it is
+all normgpt's encoder (src/encode.c) needs to give SentencePiece's own ids.
 tokenizer.model and tokenizer.vocab are the SentencePiece files themselves.
+
+dataset.json, the manifest (paths relative to DIR):
+    {"format": "normgpt-dataset", "version": 1, "name": NAME,
+     "vocab_size": V, "tokenizer": "tokenizer.bin", "separator": 1,
+     "token_type": "uint16" or "uint32",
+     "train": {"shards": "NAME_train_*.bin", "shard_count": N, "documents": D, "tokens": T},
+     "val":   {...the same, when --val is given}}
+It holds what a run needs to know about the data: model.vocab_size, the
+tokenizer and the shard globs (data.train, data.val); token counts include the
+separators.
 """
 
 import argparse
 import glob
+import json
 import os
 import re
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 from array import array
@@ -68,17 +84,37 @@ UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 UNK_SURFACE = " \u2047 "
 META_SPACE = "\u2581"
 HEADER_INTS = 256
-TOKENIZER_MAGIC, TOKENIZER_VERSION = 20240328, 2
-UINT16_SHARD = (20240520, 1, "H")  # magic, version, array typecode
-UINT32_SHARD = (20240801, 7, "I")
-
-# SentencePiece ModelProto: field 1 holds the pieces; in each piece, field 1
-# is the text and field 3 the type.
-PIECE_NORMAL, PIECE_UNKNOWN, PIECE_CONTROL, PIECE_BYTE = 1, 2, 3, 6
+TOKENIZER_MAGIC, TOKENIZER_VERSION, ENCODING_SECTION = 20240328, 2, 1
+UINT16_SHARD = (20240520, 1, "H", "uint16")  # magic, version, array typecode, manifest name
+UINT32_SHARD = (20240801, 7, "I", "uint32")
+MANIFEST = "dataset.json"
+# SentencePiece's piece types (ModelProto.SentencePiece.Type)
+PIECE_NORMAL, PIECE_UNKNOWN, PIECE_CONTROL, PIECE_UNUSED, PIECE_BYTE = 1, 2, 3, 5, 6
+TRAINER_OPTIONS = [
+    "--input=train.txt", "--model_prefix=tokenizer", "--model_type=bpe",
+    "--byte_fallback=true", "--character_coverage=1.0",
+    "--normalization_rule_name=identity", "--remove_extra_whitespaces=false",
+    "--add_dummy_prefix=false", "--split_digits=true",
+    f"--unk_id={UNK_ID}", f"--bos_id={BOS_ID}", f"--eos_id={EOS_ID}", "--pad_id=-1",
+    "--input_sentence_size=0", "--shuffle_input_sentence=false",
+    # the largest value SentencePiece accepts: longer lines would be left out of training
+    "--max_sentence_length=1073741824",
+    "--num_threads=1", "--minloglevel=1"]
 
 
 class DatasetError(Exception):
     pass
+
+
+def import_sentencepiece():
+    try:
+        import sentencepiece
+    except ImportError:
+        raise DatasetError(
+            f"the Python module sentencepiece is missing for {sys.executable}: install Debian's "
+            "python3-sentencepiece (apt-get install python3-sentencepiece, or "
+            "bash scripts/install_deps.sh --test) and run this script with /usr/bin/python3")
+    return sentencepiece
 
 
 def files_below(directory):
@@ -108,86 +144,41 @@ def expand(specs):
     return list(dict.fromkeys(os.path.normpath(f) for f in files))
 
 
-def collect_lines(paths, dest):
-    """Writes the documents' lines to one file for spm; returns lines per document."""
-    counts = []
-    with open(dest, "w", encoding="utf-8", newline="\n") as out:
+def read_document(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})")
+    except OSError as e:
+        raise DatasetError(f"{path}: {e.strerror}")
+
+
+def train_tokenizer(spm, paths, workdir, vocab_size):
+    """Trains on the documents' lines, written to workdir/train.txt; leaves workdir/tokenizer.*."""
+    with open(os.path.join(workdir, "train.txt"), "w", encoding="utf-8", newline="\n") as out:
         for path in paths:
-            try:
-                with open(path, encoding="utf-8") as f:
-                    text = f.read()
-            except UnicodeDecodeError as e:
-                raise DatasetError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})")
-            except OSError as e:
-                raise DatasetError(f"{path}: {e.strerror}")
-            out.write(text + "\n")
-            counts.append(text.count("\n") + 1)
-    return counts
+            out.write(read_document(path) + "\n")
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        spm.SentencePieceTrainer.train(" ".join(TRAINER_OPTIONS + [f"--vocab_size={vocab_size}"]))
+    except RuntimeError as e:
+        raise DatasetError(f"SentencePiece training failed: {e}")
+    finally:
+        os.chdir(cwd)
 
 
-def run(cmd, cwd):
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = "\n".join(result.stderr.strip().splitlines()[-5:])
-        raise DatasetError(f"{cmd[0]} failed:\n{tail}")
-
-
-def train_tokenizer(workdir, vocab_size):
-    run(["spm_train", "--input=train.txt", "--model_prefix=tokenizer",
-         "--model_type=bpe", f"--vocab_size={vocab_size}",
-         "--byte_fallback=true", "--character_coverage=1.0",
-         "--normalization_rule_name=identity", "--remove_extra_whitespaces=false",
-         "--add_dummy_prefix=false", "--split_digits=true",
-         f"--unk_id={UNK_ID}", f"--bos_id={BOS_ID}", f"--eos_id={EOS_ID}", "--pad_id=-1",
-         "--input_sentence_size=0", "--shuffle_input_sentence=false",
-         # the largest value spm accepts: longer lines would be left out of training
-         "--max_sentence_length=1073741824",
-         "--num_threads=1", "--minloglevel=1"], cwd=workdir)
-
-
-def read_varint(buf, pos):
-    value = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, pos
-
-
-def proto_fields(buf):
-    """Yields (field number, value) of a protobuf message; skips fixed-width fields."""
-    pos = 0
-    while pos < len(buf):
-        key, pos = read_varint(buf, pos)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = read_varint(buf, pos)
-            yield field, value
-        elif wire == 2:
-            size, pos = read_varint(buf, pos)
-            yield field, buf[pos:pos + size]
-            pos += size
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-
-
-def read_pieces(model_path):
-    """(piece, type) for every id of a SentencePiece .model file."""
-    with open(model_path, "rb") as f:
-        model = f.read()
-    pieces = []
-    for field, value in proto_fields(model):
-        if field == 1:
-            attrs = dict(proto_fields(value))
-            pieces.append((attrs[1].decode("utf-8"), attrs.get(3, PIECE_NORMAL)))
-    return pieces
+def piece_type(sp, i):
+    for kind, test in ((PIECE_BYTE, sp.is_byte), (PIECE_CONTROL, sp.is_control),
+                       (PIECE_UNKNOWN, sp.is_unknown), (PIECE_UNUSED, sp.is_unused)):
+        if test(i):
+            return kind
+    return PIECE_NORMAL
 
 
 def token_bytes(piece, kind):
+    """What a token contributes to the decoded text."""
     if kind == PIECE_BYTE:
         return bytes([int(piece[3:5], 16)])
     if kind == PIECE_CONTROL:
@@ -197,30 +188,29 @@ def token_bytes(piece, kind):
     return piece.replace(META_SPACE, " ").encode("utf-8")
 
 
-def write_tokenizer_bin(path, table):
+def write_tokenizer_bin(path, sp):
+    """tokenizer.bin with its encoding section (see the docstring); returns the decoding table."""
+    kinds = [piece_type(sp, i) for i in range(sp.get_piece_size())]
+    table = [token_bytes(sp.id_to_piece(i), kind) for i, kind in enumerate(kinds)]
     with open(path, "wb") as f:
         f.write(struct.pack(f"<{HEADER_INTS}i", TOKENIZER_MAGIC, TOKENIZER_VERSION,
-                            len(table), BOS_ID, *[0] * (HEADER_INTS - 4)))
+                            len(table), BOS_ID, ENCODING_SECTION, *[0] * (HEADER_INTS - 5)))
         for data in table:
             f.write(struct.pack("<B", len(data)) + data)
+        f.write(struct.pack(f"<{len(table)}f", *(sp.get_score(i) for i in range(len(table)))))
+        f.write(bytes(kinds))
+    return table
 
 
-def encoded_documents(workdir, split, line_counts, newline_id):
-    """Yields (tokens, text) per document: <s>, then its lines joined by <0x0A>."""
-    with open(os.path.join(workdir, f"{split}.txt"), encoding="utf-8", newline="\n") as text, \
-         open(os.path.join(workdir, f"{split}.ids"), encoding="ascii") as ids:
-        for count in line_counts:
-            tokens, lines = [BOS_ID], []
-            for i in range(count):
-                if i:
-                    tokens.append(newline_id)
-                tokens.extend(map(int, ids.readline().split()))
-                lines.append(text.readline()[:-1])
-            yield tokens, "\n".join(lines)
+def encoded_documents(sp, paths):
+    """Yields (tokens, text) per document: <s>, then the whole text encoded."""
+    for path in paths:
+        text = read_document(path)
+        yield [BOS_ID] + sp.encode(text), text
 
 
 def write_shard(path, tokens, shard_format):
-    magic, version, _ = shard_format
+    magic, version = shard_format[:2]
     if sys.byteorder == "big":
         tokens.byteswap()
     with open(path, "wb") as f:
@@ -261,43 +251,45 @@ def remove_old_shards(out_dir, name):
             os.remove(os.path.join(out_dir, entry))
 
 
+def manifest(name, vocab_size, shard_format, splits, results):
+    """The dataset.json of the docstring."""
+    data = {"format": "normgpt-dataset", "version": 1, "name": name, "vocab_size": vocab_size,
+            "tokenizer": "tokenizer.bin", "separator": BOS_ID, "token_type": shard_format[3]}
+    for split, (shards, total, _) in results.items():
+        data[split] = {"shards": f"{name}_{split}_*.bin", "shard_count": len(shards),
+                       "documents": len(splits[split]), "tokens": total}
+    return data
+
+
 def make_dataset(args):
+    spm = import_sentencepiece()
     train_paths = expand(args.train)
     val_paths = expand(args.val)
     overlap = {os.path.realpath(p) for p in train_paths} & {os.path.realpath(p) for p in val_paths}
     if overlap:
         raise DatasetError(f"file in both --train and --val: {sorted(overlap)[0]}")
-    for tool in ("spm_train", "spm_encode"):
-        if shutil.which(tool) is None:
-            raise DatasetError(f"{tool} not found (Debian package: sentencepiece)")
     splits = {"train": train_paths, "val": val_paths} if val_paths else {"train": train_paths}
     shard_format = UINT32_SHARD if args.vocab_size > 65535 else UINT16_SHARD
 
+    os.makedirs(args.out, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="make_dataset.") as workdir:
-        line_counts = {split: collect_lines(paths, os.path.join(workdir, f"{split}.txt"))
-                       for split, paths in splits.items()}
-        train_tokenizer(workdir, args.vocab_size)
-        pieces = read_pieces(os.path.join(workdir, "tokenizer.model"))
-        table = [token_bytes(piece, kind) for piece, kind in pieces]
-        newline_id = pieces.index(("<0x0A>", PIECE_BYTE))
-
-        os.makedirs(args.out, exist_ok=True)
-        remove_old_shards(args.out, args.name)
-        results = {}
-        for split, paths in splits.items():
-            run(["spm_encode", "--model=tokenizer.model", "--output_format=id",
-                 f"--input={split}.txt", f"--output={split}.ids"], cwd=workdir)
-            docs = encoded_documents(workdir, split, line_counts[split], newline_id)
-            out_prefix = os.path.join(args.out, f"{args.name}_{split}")
-            results[split] = write_split(docs, paths, out_prefix, args.shard_tokens,
-                                         shard_format, table)
+        train_tokenizer(spm, train_paths, workdir, args.vocab_size)
         for name in ("tokenizer.model", "tokenizer.vocab"):
             shutil.copyfile(os.path.join(workdir, name), os.path.join(args.out, name))
-    write_tokenizer_bin(os.path.join(args.out, "tokenizer.bin"), table)
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(args.out, "tokenizer.model"))
+    table = write_tokenizer_bin(os.path.join(args.out, "tokenizer.bin"), sp)
 
-    token_type = "uint16" if shard_format is UINT16_SHARD else "uint32"
-    print(f"vocab size: {len(pieces)} ({token_type} tokens), "
-          f"separator <s> = {BOS_ID}, newline <0x0A> = {newline_id}")
+    remove_old_shards(args.out, args.name)
+    results = {}
+    for split, paths in splits.items():
+        out_prefix = os.path.join(args.out, f"{args.name}_{split}")
+        results[split] = write_split(encoded_documents(sp, paths), paths, out_prefix,
+                                     args.shard_tokens, shard_format, table)
+    with open(os.path.join(args.out, MANIFEST), "w", encoding="utf-8") as f:
+        json.dump(manifest(args.name, len(table), shard_format, splits, results), f, indent=2)
+        f.write("\n")
+
+    print(f"vocab size: {len(table)} ({shard_format[3]} tokens), separator <s> = {BOS_ID}")
     for split, (shards, total, mismatched) in results.items():
         print(f"{split}: {len(splits[split]):,} documents, {total:,} tokens "
               f"(separators included) in {len(shards)} shard(s)")
@@ -307,7 +299,7 @@ def make_dataset(args):
     for shards, _, _ in results.values():
         for path in shards:
             print(f"wrote {path}")
-    for name in ("tokenizer.model", "tokenizer.vocab", "tokenizer.bin"):
+    for name in ("tokenizer.model", "tokenizer.vocab", "tokenizer.bin", MANIFEST):
         print(f"wrote {os.path.join(args.out, name)}")
 
 

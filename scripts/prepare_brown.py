@@ -162,8 +162,8 @@ def shard_tokens(path):
 
 
 def sentencepiece_version():
-    result = subprocess.run(["spm_train", "--version"], capture_output=True, text=True)
-    return result.stdout.strip()
+    import sentencepiece  # make_dataset.py, which has just run, has checked that it is there
+    return f"sentencepiece {sentencepiece.__version__}"
 
 
 def write_readme(out, val_names, n_train):
@@ -173,8 +173,8 @@ def write_readme(out, val_names, n_train):
 
 Made by `scripts/prepare_brown.py` with {sentencepiece_version()}. Running
 `/usr/bin/python3 scripts/prepare_brown.py` again (it needs npm with registry
-access and Debian's sentencepiece package) regenerates this directory byte for
-byte.
+access and Debian's python3-sentencepiece package) regenerates this directory
+byte for byte.
 
 ## Source
 
@@ -208,8 +208,9 @@ its docstring describes the options and the formats.
 | --- | --- |
 | `{NAME}_train_000000.bin` | {train_tokens:,} tokens, uint16 |
 | `{NAME}_val_000000.bin` | {val_tokens:,} tokens, uint16 |
-| `tokenizer.bin` | id to bytes table for decoding (llm.c format, version 2) |
+| `tokenizer.bin` | id to bytes table for decoding (llm.c format, version 2), with the encoding section |
 | `tokenizer.model`, `tokenizer.vocab` | the SentencePiece model and its vocabulary |
+| `dataset.json` | the manifest: vocabulary size, tokenizer, shard globs and token counts |
 
 Token counts include the separator `<s>` (id 1) before each document.
 """
