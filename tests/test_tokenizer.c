@@ -4,6 +4,7 @@
 // vocabulary lacks, whitespace runs, newlines, the meta-space, malformed UTF-8.
 #include "tokenizer.h"
 #include "testing.h"
+#include <cjson/cJSON.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -203,10 +204,68 @@ static void test_encode_matches_sentencepiece(void) {
     }
 }
 
+static char *read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *text = xcalloc((size_t)n + 1, 1);
+    size_t got = fread(text, 1, (size_t)n, f);
+    text[got] = '\0';
+    fclose(f);
+    return text;
+}
+
+static long json_long(const cJSON *obj, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsNumber(v) ? (long)v->valuedouble : -1;
+}
+
+// scripts/make_dataset.py end to end on the repository's own text (the C sources to train on,
+// README.md, unicode included, to validate): the manifest describes the shards it wrote, and the C
+// encoder, from the new tokenizer.bin, gives the validation shard's tokens for README.md.
+static void test_make_dataset(void) {
+    static char cmd[1024], out[1 << 14];
+    snprintf(cmd, sizeof cmd, "rm -rf " SCRATCH "_data && /usr/bin/python3 scripts/make_dataset.py --train 'src/*.c' "
+             "--val README.md --out " SCRATCH "_data --name mini --vocab-size 500");
+    int rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 0, "make_dataset.py failed (rc %d): %s", rc, out);
+    char *manifest_text = read_file(SCRATCH "_data/dataset.json");
+    cJSON *manifest = manifest_text ? cJSON_Parse(manifest_text) : NULL;
+    CHECK(manifest != NULL, SCRATCH "_data/dataset.json missing or not JSON");
+    if (rc || !manifest) { free(manifest_text); return; }
+    const cJSON *val = cJSON_GetObjectItemCaseSensitive(manifest, "val");
+    const cJSON *shards = cJSON_GetObjectItemCaseSensitive(val, "shards");
+    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(manifest, "tokenizer");
+    CHECK(json_long(manifest, "vocab_size") == 500 && json_long(val, "documents") == 1 &&
+          cJSON_IsString(shards) && !strcmp(shards->valuestring, "mini_val_*.bin") && cJSON_IsString(tok) &&
+          !strcmp(tok->valuestring, "tokenizer.bin"), "manifest: %s", manifest_text);
+    long n = 0;
+    uint16_t *tokens = read_shard(SCRATCH "_data/mini_val_000000.bin", &n);
+    CHECK(tokens && n == json_long(val, "tokens"), "val shard has %ld tokens, the manifest says %ld", n,
+          json_long(val, "tokens"));
+    Tokenizer t;
+    tokenizer_load(&t, SCRATCH "_data/tokenizer.bin", 500);
+    char *readme = read_file("README.md");
+    int *ids = xcalloc((size_t)n + 1, sizeof(int));
+    int count = tokenizer_encode(&t, readme, ids, (int)n + 1), same = tokens && count == n - 1 && tokens[0] == 1;
+    for (int i = 0; same && i < count; i++) same = ids[i] == tokens[i + 1];
+    CHECK(same, "README.md: C gives %d ids, the val shard holds %ld after <s>", count, n - 1);
+    free(ids);
+    free(readme);
+    free(tokens);
+    tokenizer_free(&t);
+    cJSON_Delete(manifest);
+    free(manifest_text);
+    run_command("rm -rf " SCRATCH "_data", out, sizeof out);
+}
+
 const TestCase tokenizer_tests[] = {
     {"tokenizer: llm.c version 1 and 2 files decode", test_llmc_versions},
     {"tokenizer: a cut encoding section is refused", test_encoding_section_errors},
     {"tokenizer: encoding the Brown val documents", test_encode_brown_val},
     {"tokenizer: encoding hard texts as SentencePiece", test_encode_matches_sentencepiece},
+    {"tokenizer: make_dataset.py writes shards, manifest, encoder", test_make_dataset},
     {NULL, NULL},
 };
