@@ -5,7 +5,8 @@
                                              [--vocab-size 8192] [--shard-tokens 100000000]
 
 Needs the Python module sentencepiece: Debian's python3-sentencepiece, for /usr/bin/python3
-(`bash scripts/install_deps.sh --test` installs it).
+(`make test-deps` installs it); started by another python3, the script restarts under
+/usr/bin/python3, or names the package and the command to run.
 
 A PATH is a file, a directory (every file below it, recursively, except hidden
 ones) or a quoted glob. Each file is one document, read as UTF-8 with line
@@ -80,6 +81,9 @@ import sys
 import tempfile
 from array import array
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import system_python  # noqa: E402
+
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 UNK_SURFACE = " \u2047 "
 META_SPACE = "\u2581"
@@ -104,17 +108,6 @@ TRAINER_OPTIONS = [
 
 class DatasetError(Exception):
     pass
-
-
-def import_sentencepiece():
-    try:
-        import sentencepiece
-    except ImportError:
-        raise DatasetError(
-            f"the Python module sentencepiece is missing for {sys.executable}: install Debian's "
-            "python3-sentencepiece (apt-get install python3-sentencepiece, or "
-            "bash scripts/install_deps.sh --test) and run this script with /usr/bin/python3")
-    return sentencepiece
 
 
 def files_below(directory):
@@ -261,8 +254,7 @@ def manifest(name, vocab_size, shard_format, splits, results):
     return data
 
 
-def make_dataset(args):
-    spm = import_sentencepiece()
+def make_dataset(args, spm):
     train_paths = expand(args.train)
     val_paths = expand(args.val)
     overlap = {os.path.realpath(p) for p in train_paths} & {os.path.realpath(p) for p in val_paths}
@@ -319,8 +311,10 @@ def main():
         parser.error("--vocab-size must be at least 260 (3 special tokens and 256 bytes)")
     if args.shard_tokens < 1:
         parser.error("--shard-tokens must be positive")
+    system_python.require("sentencepiece", "python3-sentencepiece")
+    import sentencepiece
     try:
-        make_dataset(args)
+        make_dataset(args, sentencepiece)
     except DatasetError as e:
         print(f"make_dataset.py: error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -29,7 +29,11 @@ import json
 import os
 import sys
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import system_python  # noqa: E402
+
+system_python.require("numpy", "python3-numpy")
+import numpy as np  # noqa: E402
 
 CKPT_MAGIC, CKPT_VERSION, HEADER_BYTES = 20261122, 1, 1024
 

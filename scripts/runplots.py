@@ -8,8 +8,13 @@ averaged in the table and drawn in the same colour.
 import json
 import math
 import os
+import sys
 
-import matplotlib
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import system_python  # noqa: E402
+
+system_python.require("matplotlib", "python3-matplotlib")
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -45,9 +50,31 @@ class Run:
         return float(np.median(values)) if values else float("nan")
 
 
-def _colors(variants):
-    cmap = plt.get_cmap("tab20" if len(variants) > 10 else "tab10")
-    return {v: cmap(i % cmap.N) for i, v in enumerate(variants)}
+# Variant styles: ten tab10 colours, then black, each once with solid lines and circles; beyond eleven
+# variants the colours repeat with dashed lines and other markers. (tab20's light/dark pairs of one
+# hue are hard to tell apart.)
+_PALETTE = [plt.get_cmap("tab10")(i) for i in range(10)] + [(0.0, 0.0, 0.0, 1.0)]
+_LINES = ["-", "--", ":"]
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h"]
+
+
+def _styles(variants):
+    """variant -> dict(color, ls, marker) for plot()."""
+    n = len(_PALETTE)
+    return {v: dict(color=_PALETTE[i % n], ls=_LINES[i // n % len(_LINES)],
+                    marker=_MARKERS[(i + i // n) % len(_MARKERS)]) for i, v in enumerate(variants)}
+
+
+def _legend_outside(fig, axes, **kw):
+    """One legend for the whole figure, right of the panels (never over a curve); handles from
+    every panel, each label once."""
+    handles = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5),
+                   fontsize=8, frameon=False, **kw)
 
 
 def _ordered(values):
@@ -70,10 +97,10 @@ def _ema(values, beta=0.9):
     return out
 
 
-def _grid(n, width=4.2, height=3.2):
+def _grid(n, width=4.2, height=3.2, sharey=False):
     cols = min(4, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, sharey=sharey)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -82,35 +109,48 @@ def _grid(n, width=4.2, height=3.2):
 def _save(fig, out_dir, name, written):
     fig.tight_layout()
     path = os.path.join(out_dir, name)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight": figure legends right of the panels
     plt.close(fig)
     written.append(path)
 
 
+def _padded(lo, hi, frac=0.04):
+    pad = (hi - lo) * frac or 0.05
+    return lo - pad, hi + pad
+
+
 def plot_losses(runs, out_dir, written):
+    """Per panel, the whole run (nothing clipped) above a zoom on the second half of training, whose
+    y range fits every curve in that half."""
     panels = _ordered(r.panel for r in runs)
-    colors = _colors(_ordered(r.variant for r in runs))
-    fig, axes = _grid(len(panels), 5, 3.6)
-    for ax, panel in zip(axes, panels):
-        labelled = set()
-        finals = []
-        for r in (r for r in runs if r.panel == panel):
-            c = colors[r.variant]
-            label = None if r.variant in labelled else r.variant
-            labelled.add(r.variant)
-            if r.steps:
-                ax.plot([s["step"] for s in r.steps], _ema([s["loss"] for s in r.steps]), color=c, lw=0.8, alpha=0.45)
-            if r.val:
-                ax.plot([s for s, _ in r.val], [v for _, v in r.val], "o-", color=c, ms=2.5, lw=1.2, label=label)
-                finals.append(r.final_val())
-        ax.set_title(panel or "loss")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss (thin: train, EMA 0.9; dots: val)")
-        if finals:  # zoom on the end of training, where the variants differ
-            lo, hi = min(finals), max(finals)
-            ax.set_ylim(lo - 0.3, max(hi + 1.5, lo + 2.0))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    styles = _styles(_ordered(r.variant for r in runs))
+    fig, grid = plt.subplots(2, len(panels), figsize=(5 * len(panels), 7.2), squeeze=False)
+    for col, panel in enumerate(panels):
+        group = [r for r in runs if r.panel == panel]
+        last = max([s["step"] for r in group for s in r.steps] + [s for r in group for s, _ in r.val] + [1])
+        for row, start in ((0, 0), (1, last / 2)):
+            ax, shown = grid[row][col], []
+            labelled = set()
+            for r in group:
+                st = styles[r.variant]
+                label = None if r.variant in labelled else r.variant
+                labelled.add(r.variant)
+                train = [(s["step"], e) for s, e in zip(r.steps, _ema([s["loss"] for s in r.steps]))]
+                val = list(r.val)
+                if train:
+                    ax.plot(*zip(*train), color=st["color"], ls=st["ls"], lw=0.8, alpha=0.45)
+                if val:
+                    ax.plot(*zip(*val), color=st["color"], ls=st["ls"], marker=st["marker"], ms=3, lw=1.2,
+                            label=label)
+                shown += [y for x, y in train + val if x >= start and math.isfinite(y)]
+            ax.set_xlim(*_padded(start, last, 0.02))
+            if shown:
+                ax.set_ylim(*_padded(min(shown), max(shown)))
+            ax.set_title((panel + ", " if panel else "") + ("whole run" if row == 0 else "second half"))
+            ax.set_xlabel("step")
+            ax.set_ylabel("loss (thin: train, EMA 0.9; marks: val)")
+            ax.grid(alpha=0.3)
+    _legend_outside(fig, grid[0])
     _save(fig, out_dir, "loss.png", written)
 
 
@@ -135,7 +175,7 @@ def plot_val_vs_grid(runs, out_dir, written):
         return
     key, values = grid
     variants = _ordered(r.variant for r in runs)
-    colors = _colors(variants)
+    styles = _styles(variants)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for v in variants:
         xs, means, stds = [], [], []
@@ -144,14 +184,16 @@ def plot_val_vs_grid(runs, out_dir, written):
             xs.append(values[panel])
             means.append(np.mean(finals))
             stds.append(np.std(finals))
-        ax.errorbar(xs, means, yerr=stds, marker="o", ms=4, capsize=2, color=colors[v], label=v)
+        st = styles[v]
+        ax.errorbar(xs, means, yerr=stds, marker=st["marker"], ls=st["ls"], ms=4, capsize=2, color=st["color"],
+                    label=v)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(set(values.values())))
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel(key)
     ax.set_ylabel("final val loss")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    _legend_outside(fig, [ax])
     _save(fig, out_dir, "val_loss_vs_%s.png" % key, written)
 
 
@@ -173,27 +215,39 @@ def _pick_steps(diag, count):
 
 
 def _plot_per_block(runs, out_dir, written, name, n_steps, series, ylabel):
-    """One panel per variant: per-block values of each (diagnostic key, line style) in `series`,
-    a line per chosen step, coloured from early to late."""
+    """One panel per variant, all on one y scale: per-block values of each (diagnostic key, line
+    style) in `series`, a line per chosen step, coloured from early to late."""
     for panel in _ordered(r.panel for r in runs):
         chosen = {v: r for v, r in _first_seed(runs, panel).items() if r.diag}
         if not chosen:
             continue
-        fig, axes = _grid(len(chosen))
-        for ax, (variant, r) in zip(axes, chosen.items()):
-            steps = _pick_steps(r.diag, n_steps)
+        picks = {v: _pick_steps(r.diag, n_steps) for v, r in chosen.items()}
+        same_steps = len({tuple(p) for p in picks.values()}) == 1
+        fig, axes = _grid(len(chosen), sharey=True)
+        positive = []
+        for k, (ax, (variant, r)) in enumerate(zip(axes, chosen.items())):
+            steps = picks[variant]
             cmap = plt.get_cmap("viridis")
             for i, (step, d) in enumerate(s for s in r.diag if s[0] in steps):
                 color = cmap(i / max(1, len(steps) - 1))
                 for j, (key, style) in enumerate(series):
-                    ax.plot(range(len(d[key])), d[key], style, color=color, label="step %d" % step if j == 0 else None)
+                    # a log axis has no place for 0 (DyT's FFN gradient is exactly 0 at step 1): left out
+                    values = [v if v is not None and v > 0 else np.nan for v in d[key]]
+                    positive += [v for v in values if v == v]
+                    ax.plot(range(len(values)), values, style, color=color, label="step %d" % step if j == 0 else None)
             ax.set_yscale("log")
             ax.set_title(variant)
             ax.set_xlabel("block")
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-            ax.set_ylabel(ylabel)
+            if k % 4 == 0:
+                ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            if not same_steps:
+                ax.legend(fontsize=7)
+        if positive:
+            axes[0].set_ylim(min(positive) / 1.5, max(positive) * 1.5)
+        if same_steps:
+            _legend_outside(fig, axes[:1])
         _save(fig, out_dir, "%s%s.png" % (name, _suffix(panel)), written)
 
 
@@ -222,28 +276,59 @@ def plot_angles(runs, out_dir, written):
                        interpolation="nearest")
         ax.set_yticks(range(len(chosen)))
         ax.set_yticklabels(list(chosen))
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("block")
-        ax.set_title("angular distance input -> output, arccos(cos)/pi, last logged step%s" %
+        ax.set_title("angular distance input -> output\narccos(cos)/pi, last logged step%s" %
                      (" (%s)" % panel if panel else ""), fontsize=9)
         fig.colorbar(im, ax=ax)
         _save(fig, out_dir, "angle%s.png" % _suffix(panel), written)
 
 
+REMOVAL_LINTHRESH = 1e-3  # val loss increases below this are drawn on the linear part of the axis
+
+
+def _symlog_ticks(lo, hi):
+    """0, and the powers of ten (with sign) between lo and hi beyond the linear part, for a symlog
+    axis labelled in plain numbers."""
+    ticks = [0.0]
+    for sign, end in ((1, hi), (-1, -lo)):
+        k = math.floor(math.log10(REMOVAL_LINTHRESH))
+        while end > 0 and 10.0 ** k <= end * 1.0001:
+            ticks.append(sign * 10.0 ** k)
+            k += 1
+    return sorted(ticks)
+
+
 def plot_removal(runs, out_dir, written):
+    """Per variant, the val loss increase from skipping each block; one symlog y scale for all panels,
+    ticks at 0 and powers of ten, so tiny deltas read as ~0 rather than as crowded labels."""
     for panel in _ordered(r.panel for r in runs):
         variants = _ordered(r.variant for r in runs if r.panel == panel and r.removal)
         if not variants:
             continue
-        fig, axes = _grid(len(variants))
-        for ax, v in zip(axes, variants):
-            deltas = np.array([r.removal["delta"] for r in runs if r.panel == panel and r.variant == v and r.removal])
-            mean = deltas.mean(axis=0)
-            ax.bar(range(len(mean)), mean, color="tab:red")
-            ax.set_yscale("symlog", linthresh=0.01)
+        means = {v: np.array([r.removal["delta"] for r in runs if r.panel == panel and r.variant == v
+                              and r.removal]).mean(axis=0) for v in variants}
+        everything = np.concatenate(list(means.values()))
+        top = max(float(everything.max()), REMOVAL_LINTHRESH)
+        bottom = min(float(everything.min()), 0.0)
+        # headroom of a third of a decade above the tallest bar (and below the lowest negative one)
+        lim = (bottom * 2 if bottom < -REMOVAL_LINTHRESH else -REMOVAL_LINTHRESH / 2, top * 2)
+        fig, axes = _grid(len(variants), sharey=True)
+        for k, (ax, v) in enumerate(zip(axes, variants)):
+            # red: skipping the block costs loss; blue: the model does better without it
+            ax.bar(range(len(means[v])), means[v], color=np.where(means[v] < 0, "tab:blue", "tab:red"))
+            ax.set_xlim(-0.6, len(means[v]) - 0.4)
+            ax.set_yscale("symlog", linthresh=REMOVAL_LINTHRESH)
+            ax.set_ylim(*lim)
+            ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(_symlog_ticks(*lim)))
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: "%g" % y))
+            ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.axhline(0, color="black", lw=0.6)
             ax.set_title(v)
             ax.set_xlabel("block skipped")
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-            ax.set_ylabel("val loss increase")
+            if k % 4 == 0:
+                ax.set_ylabel("val loss increase")
             ax.grid(alpha=0.3, axis="y")
         _save(fig, out_dir, "layer_removal%s.png" % _suffix(panel), written)
 

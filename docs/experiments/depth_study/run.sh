@@ -3,7 +3,8 @@
 # (2 single-threaded runs at a time), probed, plotted into figures/; then each run's log, config and
 # layer-removal result are copied into logs/ so that the figures can be redrawn from the repository:
 #   /usr/bin/python3 scripts/compare docs/experiments/depth_study/spec.json --plot-only   (needs runs/)
-#   scripts/plot docs/experiments/depth_study/logs/*/n_layer=48/* --out /tmp/figs          (from logs/)
+#   /usr/bin/python3 scripts/compare docs/experiments/depth_study/spec.json --plot-only \
+#       --runs docs/experiments/depth_study/logs                                          (from logs/)
 # Run from the repository root after make; rerunning continues an interrupted study.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
