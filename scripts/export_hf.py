@@ -157,7 +157,7 @@ def export(path, out_dir):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("path", help="a checkpoint file or a run directory (its newest checkpoint)")
+    ap.add_argument("path", help=normgpt_checkpoint.PATH_HELP)
     ap.add_argument("out_dir", help="directory for model.safetensors and config.json")
     args = ap.parse_args()
     try:

@@ -36,6 +36,7 @@ system_python.require("numpy", "python3-numpy")
 import numpy as np  # noqa: E402
 
 CKPT_MAGIC, CKPT_VERSION, HEADER_BYTES = 20261122, 1, 1024
+PATH_HELP = "a checkpoint file or a run directory (its newest checkpoint)"  # the argument load() takes
 
 
 class CheckpointError(Exception):
@@ -98,7 +99,7 @@ def torch_state_dict(ckpt):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("path", help="a checkpoint file or a run directory (its newest checkpoint)")
+    ap.add_argument("path", help=PATH_HELP)
     ap.add_argument("--npz", help="save the parameters to this .npz file, by name")
     args = ap.parse_args()
     try:
