@@ -4,10 +4,6 @@
 
 #define TOKENIZER_MAGIC 20240328
 
-static int32_t le32(const unsigned char *p) {
-    return (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
-}
-
 void tokenizer_load(Tokenizer *t, const char *path, long model_vocab) {
     memset(t, 0, sizeof *t);
     if (!path[0]) return;
@@ -15,11 +11,11 @@ void tokenizer_load(Tokenizer *t, const char *path, long model_vocab) {
     if (!f) die(1, "%s: cannot open tokenizer (data.tokenizer)", path);
     unsigned char header[1024];
     if (fread(header, 1, sizeof header, f) != sizeof header) die(1, "%s: shorter than the tokenizer header", path);
-    if (le32(header) != TOKENIZER_MAGIC || le32(header + 4) != 2)
-        die(1, "%s: not a tokenizer file (magic %d, version %d; expected %d/2)", path, le32(header),
-            le32(header + 4), TOKENIZER_MAGIC);
-    t->vocab_size = le32(header + 8);
-    t->separator = le32(header + 12);
+    int32_t magic = (int32_t)le32(header), version = (int32_t)le32(header + 4);
+    if (magic != TOKENIZER_MAGIC || version != 2)
+        die(1, "%s: not a tokenizer file (magic %d, version %d; expected %d/2)", path, magic, version, TOKENIZER_MAGIC);
+    t->vocab_size = (int32_t)le32(header + 8);
+    t->separator = (int32_t)le32(header + 12);
     if (t->vocab_size != model_vocab)
         die(1, "%s: tokenizer has %d tokens but model.vocab_size is %ld", path, t->vocab_size, model_vocab);
     if (t->separator < 0 || t->separator >= t->vocab_size)
