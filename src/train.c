@@ -149,7 +149,8 @@ static int train_command(const Args *args, Config *cfg) {
         report_step(log, cfg, step, &r, ms, ema_ms, flops_per_token, peak);
 
         int last = step == cfg->steps;
-        if (have_val && (due(cfg->eval_every, step) || last)) log_val_loss(log, step, validation_loss(&val, &model, cfg));
+        if (have_val && (due(cfg->eval_every, step) || last))
+            log_val_loss(log, step, validation_loss(&val, &model, cfg));
         if (root && cfg->sample_tokens > 0 && (due(cfg->sample_every, step) || last)) {
             printf("---- sample at step %ld ----\n", step);
             Rng rng = {st.sample_rng};
@@ -172,8 +173,8 @@ static int train_command(const Args *args, Config *cfg) {
     if (timed_steps > 0) {
         double step_s = timed_seconds / timed_steps, tok_s = cfg->total_batch_tokens / step_s;
         printf("speed: %.1f ms/step, %.0f tok/s, MFU %.1f%% (mean of %ld steps after the first; %d rank(s) x %d "
-               "threads, sgemm peak %.1f GFLOP/s per rank)\n", 1e3 * step_s, tok_s, 100 * flops_per_token * tok_s / peak,
-               timed_steps, world, threads, peak / world / 1e9);
+               "threads, sgemm peak %.1f GFLOP/s per rank)\n", 1e3 * step_s, tok_s,
+               100 * flops_per_token * tok_s / peak, timed_steps, world, threads, peak / world / 1e9);
         if (args->profile) profile_print(stdout, timed_steps, step_s);
     }
     printf("peak memory: %.1f MiB resident, %.2fx the budget\n", peak_rss_bytes() / MiB, peak_rss_bytes() / budget);
