@@ -1,4 +1,5 @@
-// Checkpoints: everything a run needs to continue exactly where it stopped.
+// Checkpoints: everything a run needs to continue exactly where it stopped: the weights, AdamW's
+// state and the run state the trainer keeps (RunState, trainer.h; only saved and loaded here).
 //
 // File RUN_DIR/ckpt_SSSSSSSS.bin (S = optimizer steps taken; --convert's output may have any name), little-endian:
 //   bytes 0..1023  header, 256 int32: [0] magic 20261122, [1] version 1, [2] metadata length L,
