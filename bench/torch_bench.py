@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Training throughput of the PyTorch model (bench/torch_gpt.py): eager PyTorch, fp32, on the CPU.
+"""Training throughput of the PyTorch model (tests/torch/torch_gpt.py): eager PyTorch, fp32, on the CPU.
 
     /usr/bin/python3 bench/torch_bench.py --config FILE [--threads N] [--warmup 3] [--steps 10]
 
@@ -28,9 +28,10 @@ import time
 
 import torch
 
-from torch_gpt import GPT, read_checkpoint
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests", "torch"))  # the PyTorch model the parity test checks
+
+from torch_gpt import GPT, read_checkpoint  # noqa: E402
 
 
 def resolved_config(path):

@@ -9,24 +9,13 @@
 #include <unistd.h>
 
 #define HEADER_BYTES 1024
-#define FNV_OFFSET 0xcbf29ce484222325ull
-#define FNV_PRIME 0x100000001b3ull
-
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * FNV_PRIME;
-    return h;
-}
 
 static void put32(unsigned char *h, int i, uint32_t v) {
     for (int b = 0; b < 4; b++) h[4 * i + b] = (unsigned char)(v >> (8 * b));
 }
-static uint32_t get32(const unsigned char *h, int i) {
-    uint32_t v = 0;
-    for (int b = 0; b < 4; b++) v |= (uint32_t)h[4 * i + b] << (8 * b);
-    return v;
-}
+static uint32_t get32(const unsigned char *h, int i) { return le32(h + 4 * i); }
 
+// opt NULL: a fresh optimizer (adam_t 0).
 static char *metadata_json(const Config *cfg, const GPT *m, const AdamW *opt, const RunState *st) {
     cJSON *root = cJSON_CreateObject();
     char *config_text = config_to_json(cfg);
@@ -35,7 +24,7 @@ static char *metadata_json(const Config *cfg, const GPT *m, const AdamW *opt, co
     char rng[32];
     snprintf(rng, sizeof rng, "%016" PRIx64, st->sample_rng);
     cJSON_AddNumberToObject(root, "step", (double)st->step);
-    cJSON_AddNumberToObject(root, "adam_t", (double)opt->t);
+    cJSON_AddNumberToObject(root, "adam_t", opt ? (double)opt->t : 0);
     cJSON_AddNumberToObject(root, "data_position", (double)st->data_position);
     cJSON_AddStringToObject(root, "sample_rng", rng);
     cJSON_AddNumberToObject(root, "world_size", st->world_size);
@@ -77,6 +66,14 @@ static void write_hashed(HashedWriter *w, const void *data, size_t n) {
         die(1, "%s: write failed: %s", w->path, strerror(err));
     }
     w->hash = fnv1a(w->hash, data, n);
+}
+
+static void write_hashed_zeros(HashedWriter *w, size_t n) {
+    static const unsigned char zeros[1 << 16];
+    for (size_t chunk; n > 0; n -= chunk) {
+        chunk = n < sizeof zeros ? n : sizeof zeros;
+        write_hashed(w, zeros, chunk);
+    }
 }
 
 static int ckpt_step(const char *name, long *step) {
@@ -139,11 +136,15 @@ void checkpoint_write(const char *path, const Config *cfg, const GPT *m, const A
     write_hashed(&w, header, HEADER_BYTES);  // a placeholder, rewritten below; its hash is not used
     w.hash = FNV_OFFSET;
     write_hashed(&w, meta, meta_len);
-    static const unsigned char zeros[64];
-    write_hashed(&w, zeros, data_offset - HEADER_BYTES - meta_len);
-    write_hashed(&w, m->params, m->n_params * sizeof(real));
-    write_hashed(&w, opt->m, m->n_params * sizeof(real));
-    write_hashed(&w, opt->v, m->n_params * sizeof(real));
+    write_hashed_zeros(&w, data_offset - HEADER_BYTES - meta_len);
+    size_t bytes = m->n_params * sizeof(real);
+    write_hashed(&w, m->params, bytes);
+    if (opt) {
+        write_hashed(&w, opt->m, bytes);
+        write_hashed(&w, opt->v, bytes);
+    } else {
+        write_hashed_zeros(&w, 2 * bytes);
+    }
     put32(header, 0, CKPT_MAGIC);
     put32(header, 1, CKPT_VERSION);
     put32(header, 2, (uint32_t)meta_len);
@@ -171,9 +172,8 @@ void checkpoint_write(const char *path, const Config *cfg, const GPT *m, const A
 }
 
 size_t checkpoint_bytes(const Config *cfg, const GPT *m) {
-    AdamW opt = {0};
-    RunState st = {0};
-    char *meta = metadata_json(cfg, m, &opt, &st);
+    static const RunState st;
+    char *meta = metadata_json(cfg, m, NULL, &st);
     // Numbers in the run state and each (loss, grad norm) pair take at most 64 characters.
     size_t meta_len = strlen(meta) + 64 * (4 + (size_t)cfg->outlier_window);
     free(meta);
@@ -288,24 +288,10 @@ static double meta_number(const cJSON *meta, const char *key, const char *path) 
     return item->valuedouble;
 }
 
-void checkpoint_load(const char *path, GPT *m, AdamW *opt, RunState *st) {
-    CkptInfo info;
-    FILE *f;
-    cJSON *meta = open_meta(path, &info, &f);
-    if (info.value_bytes != sizeof(real))
-        die(1, "%s: holds %zu-byte values, this build uses %zu-byte values", path, info.value_bytes, sizeof(real));
-    if (info.n_params != m->n_params)
-        die(1, "%s: holds %zu parameters, the model has %zu", path, info.n_params, m->n_params);
-    const cJSON *tensors = cJSON_GetObjectItemCaseSensitive(meta, "tensors");
-    if (cJSON_GetArraySize(tensors) != m->n_tensors) die(1, "%s: tensor table does not match the model", path);
-    for (int i = 0; i < m->n_tensors; i++) {
-        const cJSON *name = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tensors, i), "name");
-        if (!cJSON_IsString(name) || strcmp(name->valuestring, m->tensors[i].name) != 0)
-            die(1, "%s: tensor %d is not %s", path, i, m->tensors[i].name);
-    }
+// The run state's part of the metadata (metadata_json writes it).
+static void read_run_state(const cJSON *meta, const char *path, RunState *st) {
     st->step = (long)meta_number(meta, "step", path);
     st->data_position = (uint64_t)meta_number(meta, "data_position", path);
-    opt->t = (long)meta_number(meta, "adam_t", path);
     const cJSON *rng = cJSON_GetObjectItemCaseSensitive(meta, "sample_rng");
     if (!cJSON_IsString(rng) || sscanf(rng->valuestring, "%" SCNx64, &st->sample_rng) != 1)
         die(1, "%s: metadata lacks 'sample_rng'", path);
@@ -328,12 +314,36 @@ void checkpoint_load(const char *path, GPT *m, AdamW *opt, RunState *st) {
             st->history[st->n_history][k] = x;
         }
     }
+}
+
+// The parameters, and the optimizer state and the run state where they are not NULL.
+static void load(const char *path, GPT *m, AdamW *opt, RunState *st) {
+    CkptInfo info;
+    FILE *f;
+    cJSON *meta = open_meta(path, &info, &f);
+    if (info.value_bytes != sizeof(real))
+        die(1, "%s: holds %zu-byte values, this build uses %zu-byte values", path, info.value_bytes, sizeof(real));
+    if (info.n_params != m->n_params)
+        die(1, "%s: holds %zu parameters, the model has %zu", path, info.n_params, m->n_params);
+    const cJSON *tensors = cJSON_GetObjectItemCaseSensitive(meta, "tensors");
+    if (cJSON_GetArraySize(tensors) != m->n_tensors) die(1, "%s: tensor table does not match the model", path);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tensors, i), "name");
+        if (!cJSON_IsString(name) || strcmp(name->valuestring, m->tensors[i].name) != 0)
+            die(1, "%s: tensor %d is not %s", path, i, m->tensors[i].name);
+    }
+    if (st) read_run_state(meta, path, st);
+    if (opt) opt->t = (long)meta_number(meta, "adam_t", path);
     size_t n = m->n_params;
-    real *dest[3] = {m->params, opt->m, opt->v};
+    real *dest[3] = {m->params, opt ? opt->m : NULL, opt ? opt->v : NULL};
     if (fseek(f, (long)info.data_offset, SEEK_SET) != 0) die(1, "%s: seek failed", path);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 3 && dest[i]; i++)
         if (fread(dest[i], sizeof(real), n, f) != n) die(1, "%s: truncated tensor data", path);
     fclose(f);
     cJSON_Delete(meta);
     free(info.meta);
 }
+
+void checkpoint_load(const char *path, GPT *m, AdamW *opt, RunState *st) { load(path, m, opt, st); }
+
+void checkpoint_load_weights(const char *path, GPT *m, RunState *st) { load(path, m, NULL, st); }

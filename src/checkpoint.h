@@ -1,4 +1,5 @@
-// Checkpoints: everything a run needs to continue exactly where it stopped.
+// Checkpoints: everything a run needs to continue exactly where it stopped: the weights, AdamW's
+// state and the run state the trainer keeps (RunState, trainer.h; only saved and loaded here).
 //
 // File RUN_DIR/ckpt_SSSSSSSS.bin (S = optimizer steps taken; --convert's output may have any name), little-endian:
 //   bytes 0..1023  header, 256 int32: [0] magic 20261122, [1] version 1, [2] metadata length L,
@@ -13,22 +14,13 @@
 #include "config.h"
 #include "model.h"
 #include "optim.h"
+#include "trainer.h"
 
 #define CKPT_MAGIC 20261122
 #define CKPT_VERSION 1
 
-typedef struct {
-    long step;               // optimizer steps completed
-    uint64_t data_position;  // training windows consumed
-    uint64_t sample_rng;     // state of the sampling RNG
-    // (loss, grad norm) of the last n_history steps that were not skipped, oldest first: the window
-    // train.skip_outliers compares a step against, saved so that a resumed run skips the same steps
-    int n_history;
-    double history[MAX_OUTLIER_WINDOW][2];
-    int world_size;          // data-parallel ranks that trained the last step (1 without MPI)
-} RunState;
-
-// Write a checkpoint file at `path` atomically.
+// Write a checkpoint file at `path` atomically: the model's parameters, the optimizer state `opt`
+// (NULL: a fresh one, zero moments and adam_t 0) and the trainer's run state `st`.
 void checkpoint_write(const char *path, const Config *cfg, const GPT *m, const AdamW *opt, const RunState *st);
 // Write RUN_DIR/ckpt_<step>.bin (checkpoint_write), then delete all but the newest `keep`.
 void checkpoint_save(const char *run_dir, const Config *cfg, const GPT *m, const AdamW *opt,
@@ -40,7 +32,11 @@ size_t checkpoint_bytes(const Config *cfg, const GPT *m);
 char *checkpoint_find_latest(const char *run_dir);
 // Read only the config embedded in a checkpoint.
 void checkpoint_read_config(const char *path, Config *cfg);
-// Load parameters, optimizer state and run state into a model built from the same config.
+// Resume a run: parameters, optimizer state and run state, into a model built from the
+// checkpoint's config.
 void checkpoint_load(const char *path, GPT *m, AdamW *opt, RunState *st);
+// For the commands that do not train: the parameters only (AdamW's moments are not read), and the
+// run state when `st` is not NULL.
+void checkpoint_load_weights(const char *path, GPT *m, RunState *st);
 
 #endif

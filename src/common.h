@@ -33,7 +33,10 @@ typedef float real;
 #define real_sqrt sqrtf
 #endif
 
-// Print one line to stderr and exit with `code` (2 for bad configuration/usage, 1 otherwise).
+// Errors: die() for anything fatal (one line naming the file, key or argument at fault), warn() for
+// what the program survives; besides the usage text (cli.c), nothing else writes to stderr or exits.
+#define EXIT_CONFIG 2  // the exit status of a bad config or command line; every other error exits 1
+// Print "error: " and one line to stderr and exit with `code`.
 void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 // Set only by the fuzz harnesses (fuzz/): die() then longjmps here with `code` instead of printing
 // and exiting, so that one process can feed a parser thousands of bad inputs. Whatever the parser
@@ -41,6 +44,7 @@ void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), no
 extern jmp_buf *die_jump;
 // Put after "error: " in every message: "rank R: " on the ranks other than 0 of an MPI run (dist.c).
 extern char die_prefix[32];
+// Print "warning: " and one line to stderr, and carry on.
 void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void *xcalloc(size_t n, size_t size);
 double now_seconds(void);
@@ -50,6 +54,14 @@ int write_file_atomic(const char *path, const void *data, size_t size);
 // mkdir -p. Returns 0 or -1 with errno set.
 int make_dirs(const char *path);
 
-#define EXIT_CONFIG 2
+// The little-endian uint32 at p (file headers: shards, tokenizer, checkpoints).
+static inline uint32_t le32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+// 64-bit FNV-1a: the hash `h` (start from FNV_OFFSET) continued over n bytes (checkpoint checksums,
+// the ranks' check that they hold the same parameters).
+#define FNV_OFFSET 0xcbf29ce484222325ull
+uint64_t fnv1a(uint64_t h, const void *data, size_t n);
 
 #endif

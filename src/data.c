@@ -11,13 +11,7 @@
 
 static uint32_t read_token(const Shard *s, size_t i) {
     const uint8_t *p = (const uint8_t *)s->map + SHARD_HEADER_INTS * 4 + i * (size_t)s->token_bytes;
-    return s->token_bytes == 2 ? (uint32_t)(p[0] | p[1] << 8)
-                               : (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static int32_t header_int(const uint8_t *h, int i) {
-    const uint8_t *p = h + 4 * i;
-    return (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+    return s->token_bytes == 2 ? (uint32_t)(p[0] | p[1] << 8) : le32(p);
 }
 
 static void shard_open(Shard *s, const char *path, long vocab_size) {
@@ -34,7 +28,7 @@ static void shard_open(Shard *s, const char *path, long vocab_size) {
     if (s->map == MAP_FAILED) die(1, "%s: cannot map shard: %s", path, strerror(errno));
     s->map_bytes = size;
     const uint8_t *h = s->map;
-    int32_t magic = header_int(h, 0), version = header_int(h, 1), count = header_int(h, 2);
+    int32_t magic = (int32_t)le32(h), version = (int32_t)le32(h + 4), count = (int32_t)le32(h + 8);
     if (magic == SHARD_MAGIC_U16 && version == 1) s->token_bytes = 2;
     else if (magic == SHARD_MAGIC_U32 && version == 7) s->token_bytes = 4;
     else die(1, "%s: not a token shard (magic %d, version %d; expected 20240520/1 or 20240801/7)",
@@ -125,11 +119,6 @@ void dataset_batch_at(Dataset *d, uint64_t position, int B, int *inputs, int *ta
         if (epoch != d->order_epoch) build_order(d, epoch);
         read_window(d, d->order[position % d->n_windows], inputs + b * T, targets + b * T);
     }
-}
-
-void dataset_next_batch(Dataset *d, int B, int *inputs, int *targets) {
-    dataset_batch_at(d, d->position, B, inputs, targets);
-    d->position += (uint64_t)B;
 }
 
 void dataset_fixed_batch(const Dataset *d, size_t first, size_t count, int B, int *inputs, int *targets) {

@@ -31,7 +31,6 @@ typedef struct {
     uint64_t seed;
     size_t *order;         // permutation of windows for `order_epoch`
     uint64_t order_epoch;
-    uint64_t position;     // windows handed out so far by dataset_next_batch (the resume state)
 } Dataset;
 
 // Open every shard matching `pattern`; `key` (e.g. "data.train") names the source in errors.
@@ -39,10 +38,9 @@ typedef struct {
 void dataset_open(Dataset *d, const char *pattern, const char *key, long seq_len, long vocab_size,
                   uint64_t seed);
 void dataset_close(Dataset *d);
-// The next B windows in shuffled order, split into inputs and targets, each (B, seq_len).
-void dataset_next_batch(Dataset *d, int B, int *inputs, int *targets);
-// The B windows at `position` .. position+B-1 of the shuffled stream, without moving d->position:
-// each rank of a data-parallel run reads its own slice of the global batch this way.
+// The B windows at `position` .. position+B-1 of the shuffled stream (epoch after epoch), split into
+// inputs and targets, each (B, seq_len). The trainer keeps the position (its run state); each rank
+// of a data-parallel run reads its own slice of the global batch.
 void dataset_batch_at(Dataset *d, uint64_t position, int B, int *inputs, int *targets);
 // Windows `first .. first+B-1` of an evenly spaced fixed subset of `count` windows (validation).
 void dataset_fixed_batch(const Dataset *d, size_t first, size_t count, int B, int *inputs, int *targets);

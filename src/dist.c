@@ -70,12 +70,7 @@ void dist_broadcast(void *data, size_t bytes) {
 
 void dist_check_identical(const void *data, size_t bytes, const char *what) {
     if (world == 1) return;
-    uint64_t hash = 0xcbf29ce484222325ull, root_hash;  // FNV-1a over 8-byte words, then the tail bytes
-    const unsigned char *p = data;
-    size_t i = 0;
-    for (uint64_t word; i + 8 <= bytes; i += 8) { memcpy(&word, p + i, 8); hash = (hash ^ word) * 0x100000001b3ull; }
-    for (; i < bytes; i++) hash = (hash ^ p[i]) * 0x100000001b3ull;
-    root_hash = hash;
+    uint64_t hash = fnv1a(FNV_OFFSET, data, bytes), root_hash = hash;
     dist_broadcast(&root_hash, sizeof root_hash);
     if (hash != root_hash)
         die(1, "the %s of rank %d differ from rank 0's: the ranks diverged (mismatched builds or machines?)", what,

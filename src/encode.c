@@ -15,15 +15,12 @@ enum { PIECE_NORMAL = 1, PIECE_USER_DEFINED = 4, PIECE_UNUSED = 5, PIECE_BYTE = 
 
 static const char META_SPACE[] = "\xe2\x96\x81", REPLACEMENT[] = "\xef\xbf\xbd";
 
-static uint32_t fnv1a(const char *s, size_t n) {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
-}
+// The hash index's slot of the bytes s[0..n) (FNV-1a, common.c).
+static uint32_t piece_hash(const char *s, size_t n) { return (uint32_t)fnv1a(FNV_OFFSET, s, n); }
 
 // The id of the normal piece whose bytes are s[0..n), or -1.
 static int piece_id(const Tokenizer *t, const char *s, size_t n) {
-    for (uint32_t slot = fnv1a(s, n) & (uint32_t)t->index_mask;; slot = (slot + 1) & (uint32_t)t->index_mask) {
+    for (uint32_t slot = piece_hash(s, n) & (uint32_t)t->index_mask;; slot = (slot + 1) & (uint32_t)t->index_mask) {
         int id = t->index[slot];
         if (id < 0) return -1;
         if (strncmp(t->pieces[id], s, n) == 0 && t->pieces[id][n] == '\0') return id;
@@ -48,7 +45,7 @@ void tokenizer_index(Tokenizer *t, const char *path) {
         } else if (t->types[id] == PIECE_NORMAL) {
             size_t n = strlen(p);
             if (n == 0 || piece_id(t, p, n) >= 0) die(1, "%s: normal piece %d is empty or repeated", path, id);
-            uint32_t slot = fnv1a(p, n) & (uint32_t)t->index_mask;
+            uint32_t slot = piece_hash(p, n) & (uint32_t)t->index_mask;
             while (t->index[slot] >= 0) slot = (slot + 1) & (uint32_t)t->index_mask;
             t->index[slot] = id;
         }

@@ -5,7 +5,6 @@
 void adamw_init(AdamW *opt, size_t n) {
     opt->m = xcalloc(n, sizeof(real));
     opt->v = xcalloc(n, sizeof(real));
-    opt->n = n;
     opt->t = 0;
 }
 

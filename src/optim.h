@@ -8,7 +8,6 @@
 
 typedef struct {
     real *m, *v;     // first and second moments, laid out like the parameters
-    size_t n;
     long t;          // optimizer steps taken (for bias correction)
 } AdamW;
 

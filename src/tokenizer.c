@@ -5,10 +5,6 @@
 #define TOKENIZER_MAGIC 20240328
 #define GPT2_VOCAB 50257  // llm.c's version 1 files are GPT-2's: <|endoftext|> is the last id
 
-static int32_t le32(const unsigned char *p) {
-    return (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
-}
-
 // The encoding section (tokenizer.h): scores, then types, then the piece index (src/encode.c).
 static void tokenizer_load_encoding(Tokenizer *t, FILE *f, const char *path) {
     size_t n = (size_t)t->vocab_size;
@@ -18,7 +14,7 @@ static void tokenizer_load_encoding(Tokenizer *t, FILE *f, const char *path) {
     if (fread(raw, 4, n, f) != n || fread(t->types, 1, n, f) != n)
         die(1, "%s: truncated in the encoding section (scores and types of %zu tokens)", path, n);
     for (size_t i = 0; i < n; i++) {
-        uint32_t bits = (uint32_t)le32(raw + 4 * i);
+        uint32_t bits = le32(raw + 4 * i);
         memcpy(&t->scores[i], &bits, sizeof bits);
     }
     free(raw);
@@ -32,15 +28,15 @@ void tokenizer_load(Tokenizer *t, const char *path, long model_vocab) {
     if (!f) die(1, "%s: cannot open tokenizer (data.tokenizer)", path);
     unsigned char header[1024];
     if (fread(header, 1, sizeof header, f) != sizeof header) die(1, "%s: shorter than the tokenizer header", path);
-    int version = le32(header + 4);
-    if (le32(header) != TOKENIZER_MAGIC || (version != 1 && version != 2))
+    int32_t magic = (int32_t)le32(header), version = (int32_t)le32(header + 4);
+    if (magic != TOKENIZER_MAGIC || (version != 1 && version != 2))
         die(1, "%s: not a tokenizer file (magic %d, version %d; expected %d, version 1 or 2)", path,
-            le32(header), version, TOKENIZER_MAGIC);
-    t->vocab_size = le32(header + 8);
+            magic, version, TOKENIZER_MAGIC);
+    t->vocab_size = (int32_t)le32(header + 8);
     if (version == 1 && t->vocab_size != GPT2_VOCAB)
         die(1, "%s: a version 1 tokenizer file must be GPT-2's (%d tokens), this one has %d", path,
             GPT2_VOCAB, t->vocab_size);
-    t->separator = version == 1 ? GPT2_VOCAB - 1 : le32(header + 12);
+    t->separator = version == 1 ? GPT2_VOCAB - 1 : (int32_t)le32(header + 12);
     if (t->vocab_size != model_vocab)
         die(1, "%s: tokenizer has %d tokens but model.vocab_size is %ld", path, t->vocab_size, model_vocab);
     if (t->separator < 0 || t->separator >= t->vocab_size)

@@ -1,8 +1,8 @@
 // Parity with PyTorch, in the spirit of llm.c's test against PyTorch: for every method's small config
 // (and variants that switch on what those leave off), ./train trains a few steps, build/grad_dump
 // writes the fp32 program's logits, loss and parameter gradients for a batch of validation windows,
-// and bench/torch_parity.py computes the same with the independent PyTorch model (bench/torch_gpt.py)
-// from the same checkpoint: max over the logits, the loss and every gradient tensor of
+// and tests/torch/torch_parity.py computes the same with the independent PyTorch model
+// (tests/torch/torch_gpt.py) from the same checkpoint: max over the logits, the loss and every gradient tensor of
 // ||C - torch|| / ||torch|| must be below 1e-4.
 #include "testing.h"
 #include <string.h>
@@ -10,7 +10,7 @@
 static char out[1 << 16];
 
 #define PARITY_DIR "/tmp/normgpt_torch"
-#define PARITY_PY "/usr/bin/python3 bench/torch_parity.py"
+#define PARITY_PY "/usr/bin/python3 tests/torch/torch_parity.py"
 // Six steps at lr 1e-2 (no warmup) move every gain, bias and scalar away from its init. One thread:
 // these runs are tiny, and on a busy machine OpenMP's barriers would cost more than they save.
 #define PARITY_RUN "./train --train.batch_size=4 --train.seq_len=64 --train.total_batch_tokens=256 " \

@@ -6,7 +6,7 @@
   * its names and shapes are those of the class's state dict (GPT2LMHeadModel or LlamaForCausalLM),
     derived from the written config.json;
   * logits of a forward written here against that layout (GPT-2 or Llama math, float64, not
-    bench/torch_gpt.py) equal the C program's logits in DUMP (build/grad_dump) to 1e-4 relative.
+    tests/torch/torch_gpt.py) equal the C program's logits in DUMP (build/grad_dump) to 1e-4 relative.
 
     tests/tools/check_export.py CKPT DUMP OUT_DIR gpt2|llama
 """

@@ -1,5 +1,5 @@
 // grad_dump: what the fp32 trainer computes for one batch, for the PyTorch parity test
-// (tests/test_torch.c runs it, then bench/torch_parity.py compares).
+// (tests/test_torch.c runs it, then tests/torch/torch_parity.py compares).
 //
 //   build/grad_dump CKPT OUT B T
 //
@@ -15,7 +15,6 @@
 #include "checkpoint.h"
 #include "data.h"
 #include "model.h"
-#include "optim.h"
 #include "rng.h"
 #include <errno.h>
 #include <omp.h>
@@ -51,11 +50,8 @@ int main(int argc, char **argv) {
         for (int i = 0; i < B * T; i++) targets[i] = (int)rng_below(&r, (uint64_t)cfg.vocab_size);
     }
     GPT m;
-    AdamW opt;
-    static RunState st;
     gpt_build(&m, &cfg);
-    adamw_init(&opt, m.n_params);
-    checkpoint_load(path, &m, &opt, &st);
+    checkpoint_load_weights(path, &m, NULL);
 
     size_t NV = (size_t)B * T * m.V;
     real *logits = xcalloc(NV, sizeof(real));
@@ -79,7 +75,6 @@ int main(int argc, char **argv) {
     if (fclose(f) != 0) die(1, "%s: cannot write: %s", out_path, strerror(errno));
     printf("%s: loss %.6f on %d x %d tokens, %zu parameters\n", out_path, loss, B, T, m.n_params);
     free(inputs); free(targets); free(logits);
-    adamw_free(&opt);
     gpt_free(&m);
     return 0;
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """normgpt's model in eager PyTorch, written from docs/norms.md and README's file formats.
 
-It serves two purposes: the parity test (bench/torch_parity.py: a normgpt checkpoint gives the same
-logits, loss and gradients here as in the C program) and the speed baseline (bench/torch_bench.py).
+It serves two purposes: the parity test (tests/torch/torch_parity.py: a normgpt checkpoint gives
+the same logits, loss and gradients here as in the C program) and the speed baseline
+(bench/torch_bench.py).
 
 A model is described by the resolved config that normgpt saves (RUN_DIR/config.json, or the
 "config" of a checkpoint's metadata). Parameters are kept by their checkpoint names ("h.0.attn.qkv.weight"),

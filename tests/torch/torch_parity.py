@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""Parity of normgpt's C model with the PyTorch one (bench/torch_gpt.py), as llm.c tests against PyTorch.
+"""Parity of normgpt's C model with the PyTorch one (tests/torch/torch_gpt.py), as llm.c tests
+against PyTorch.
 
-    /usr/bin/python3 bench/torch_parity.py [--tol 1e-4] [--perturb NAME:FACTOR] CKPT DUMP [CKPT DUMP ...]
+    /usr/bin/python3 tests/torch/torch_parity.py [--tol 1e-4] [--perturb NAME:FACTOR] CKPT DUMP [CKPT DUMP ...]
 
 DUMP is what build/grad_dump wrote for CKPT and a batch: the batch, the C program's loss, logits and
 gradients (format in tests/tools/grad_dump.c). The PyTorch model loads CKPT, computes the same in

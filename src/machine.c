@@ -1,0 +1,55 @@
+#include "machine.h"
+#include "dist.h"
+#include <omp.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+int use_threads(const Config *cfg) {
+    int share = omp_get_max_threads() / dist_local_ranks();  // OMP_NUM_THREADS or every core
+    int threads = cfg->threads > 0 ? (int)cfg->threads : share > 1 ? share : 1;
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+    return threads;
+}
+
+void print_machine(int threads) {
+    const char *coretype = getenv("OPENBLAS_CORETYPE");
+    printf("threads: %d, one OpenMP pool shared with %s; sgemm core %s%s%s\n", threads, openblas_get_config(),
+           openblas_get_corename(), coretype ? ", forced by OPENBLAS_CORETYPE=" : "", coretype ? coretype : "");
+}
+
+double measure_sgemm_peak(void) {
+    const int n = 1024;
+    float *a = xcalloc((size_t)n * n, sizeof(float)), *b = xcalloc((size_t)n * n, sizeof(float)),
+          *c = xcalloc((size_t)n * n, sizeof(float));
+    for (size_t i = 0; i < (size_t)n * n; i++) { a[i] = (float)(i % 7) * 0.1f; b[i] = (float)(i % 5) * 0.1f; }
+    double best = 1e30;
+    for (int rep = 0; rep < 4; rep++) {
+        double t0 = now_seconds();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+        double dt = now_seconds() - t0;
+        if (dt < best) best = dt;
+    }
+    free(a); free(b); free(c);
+    return 2.0 * n * n * n / best;
+}
+
+// The activations are those saved for the backward, plus its scratch.
+double memory_budget(const GPT *m) {
+    double params = (double)m->n_params * sizeof(real), acts = (double)m->n_acts * sizeof(real);
+    double total = 4 * params + acts, ram = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE);
+    printf("memory budget: parameters %.1f + gradients %.1f + AdamW moments %.1f + activations %.1f%s = %.1f MiB\n",
+           params / MiB, params / MiB, 2 * params / MiB, acts / MiB, m->recompute ? " (recomputed)" : "",
+           total / MiB);
+    if (total > ram)
+        die(1, "memory: the run needs %.1f GiB but this machine has %.1f GiB; %s", total / 1024 / MiB,
+            ram / 1024 / MiB, m->recompute ? "lower train.batch_size (gradient accumulation keeps the step's tokens)"
+                                           : "set train.recompute=true, or lower train.batch_size");
+    return total;
+}
+
+double peak_rss_bytes(void) {
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    return usage.ru_maxrss * 1024.0;  // kilobytes on Linux
+}

@@ -1,0 +1,113 @@
+#include "rundir.h"
+#include "checkpoint.h"
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+static void check_writable_dir(const char *dir) {
+    if (make_dirs(dir) != 0) die(1, "out.dir %s: cannot create: %s", dir, strerror(errno));
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/.write_test", dir);
+    static const char bytes[4096];
+    if (write_file_atomic(probe, bytes, sizeof bytes) != 0)
+        die(1, "out.dir %s: not writable: %s", dir, strerror(errno));
+    unlink(probe);
+}
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+// A resumed run trains with the config embedded in its checkpoint; a config.json that says otherwise
+// (edited by hand) would misdescribe the run, so it is refused rather than silently ignored.
+static void check_config_file_agrees(const char *config_path, const Config *cfg, const char *ckpt) {
+    if (!file_exists(config_path)) return;  // e.g. a converted checkpoint placed in a new directory
+    Config saved;
+    config_defaults(&saved);
+    config_load_file(&saved, config_path);
+    config_validate(&saved);
+    const char *key = config_first_difference(&saved, cfg);
+    if (key)
+        die(EXIT_CONFIG, "%s: %s differs from the config in %s, which a resumed run uses; restore the file or "
+            "start a new run", config_path, key, ckpt);
+}
+
+RunDir run_dir_at(const char *dir) {
+    RunDir r = {.dir = dir};
+    snprintf(r.log_path, sizeof r.log_path, "%s/log.jsonl", dir);
+    snprintf(r.config_path, sizeof r.config_path, "%s/config.json", dir);
+    return r;
+}
+
+void run_dir_check(const RunDir *r, const Config *cfg, const char *resume_path, int overwrite) {
+    const char *dir = r->dir;
+    check_writable_dir(dir);
+    if (resume_path) check_config_file_agrees(r->config_path, cfg, resume_path);
+    else if (file_exists(r->log_path) && !overwrite)
+        die(1, "out.dir %s already holds a run; resume it with --resume %s, or pass --overwrite, "
+               "or choose another --out.dir=...", dir, dir);
+}
+
+// Refuse to start when the directory cannot hold `keep` checkpoints plus the one being written.
+static void check_free_space(const char *dir, const Config *cfg, const GPT *m) {
+    struct statvfs fs;
+    if (statvfs(dir, &fs) != 0) die(1, "out.dir %s: cannot query free space: %s", dir, strerror(errno));
+    double need = (double)checkpoint_bytes(cfg, m) * (double)(cfg->keep + 1);
+    double have = (double)fs.f_bavail * (double)fs.f_frsize;
+    if (need > have)
+        die(1, "out.dir %s: %.1f MB free, but out.keep + 1 = %ld checkpoints need %.1f MB", dir, have / 1e6,
+            cfg->keep + 1, need / 1e6);
+}
+
+// Remove what an earlier run left in dir before a fresh start (its log and checkpoints), or, with
+// partial_only, the temporary files of checkpoints a killed run was writing.
+static void clear_run(const char *dir, int partial_only) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    char path[4200];
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t n = strlen(e->d_name);
+        int partial = n > 4 && !strcmp(e->d_name + n - 4, ".tmp");
+        int ours = !strncmp(e->d_name, "ckpt_", 5) || (!partial_only && !strcmp(e->d_name, "log.jsonl"));
+        if (!ours || (partial_only && !partial)) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+}
+
+void run_dir_prepare(const RunDir *r, const Config *cfg, const GPT *m, int resuming) {
+    check_free_space(r->dir, cfg, m);
+    clear_run(r->dir, resuming);
+    if (resuming) return;
+    char *text = config_to_json(cfg);
+    if (write_file_atomic(r->config_path, text, strlen(text)) != 0)
+        die(1, "%s: cannot write: %s", r->config_path, strerror(errno));
+    free(text);
+}
+
+void run_dir_truncate_log(const RunDir *r, long last_step) {
+    FILE *f = fopen(r->log_path, "rb");
+    if (!f) return;
+    size_t cap = 1 << 16, len = 0;
+    char *kept = xcalloc(cap, 1), line[1 << 16];
+    while (fgets(line, sizeof line, f)) {
+        cJSON *o = cJSON_Parse(line);
+        const cJSON *s = o ? cJSON_GetObjectItemCaseSensitive(o, "step") : NULL;
+        int keep = cJSON_IsNumber(s) && s->valuedouble <= last_step;
+        cJSON_Delete(o);
+        if (!keep) continue;
+        size_t n = strlen(line);
+        while (len + n + 1 > cap) { cap *= 2; kept = realloc(kept, cap); if (!kept) die(1, "out of memory"); }
+        memcpy(kept + len, line, n);
+        len += n;
+    }
+    fclose(f);
+    if (write_file_atomic(r->log_path, kept, len) != 0) die(1, "%s: cannot rewrite: %s", r->log_path, strerror(errno));
+    free(kept);
+}

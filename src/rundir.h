@@ -1,0 +1,26 @@
+// The run directory (out.dir, or the directory --resume names): config.json, log.jsonl and the
+// checkpoints (checkpoint.h). Rank 0 alone calls these; it refuses a directory it cannot use before
+// anything in it changes.
+#ifndef NORMGPT_RUNDIR_H
+#define NORMGPT_RUNDIR_H
+#include "config.h"
+#include "model.h"
+
+typedef struct {
+    const char *dir;
+    char log_path[4200], config_path[4200];
+} RunDir;
+
+RunDir run_dir_at(const char *dir);
+// Before anything is read or built: the directory exists (created if need be) and can be written;
+// a fresh run (resume_path NULL) does not mix with an earlier one unless `overwrite`; a resumed
+// run's config.json agrees with `cfg`, the config of its checkpoint `resume_path`.
+void run_dir_check(const RunDir *r, const Config *cfg, const char *resume_path, int overwrite);
+// With every input checked and the model built: room for out.keep + 1 checkpoints, then the first
+// change: a fresh run removes an earlier run's log and checkpoints and writes its config.json; a
+// resumed run removes only the partial checkpoints a killed run left.
+void run_dir_prepare(const RunDir *r, const Config *cfg, const GPT *m, int resuming);
+// Keep only the log lines of steps <= last_step, so a resumed run's log reads as one run.
+void run_dir_truncate_log(const RunDir *r, long last_step);
+
+#endif
