@@ -11,6 +11,15 @@ BLAS_DIR := /usr/lib/$(MULTIARCH)/openblas-openmp
 PKGS := PKG_CONFIG_PATH=$(BLAS_DIR)/pkgconfig pkg-config
 DEP_CFLAGS = $(shell $(PKGS) --cflags openblas libcjson)
 DEP_LIBS = $(shell $(PKGS) --libs openblas libcjson) -Wl,-rpath,$(BLAS_DIR)
+# oneDNN (libdnnl-dev) runs the bf16 matmuls of train.precision=bf16. Debian ships no pkg-config file
+# for it: when the compiler finds its header, build with NORMGPT_DNNL and link it; without it (or with
+# `make DNNL=0`) the build is fp32 only. Debian's libdnnl uses libgomp, the OpenMP runtime of
+# OpenBLAS and of our kernels: still one thread pool.
+DNNL ?= $(shell echo '\#include <oneapi/dnnl/dnnl.h>' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1)
+ifeq ($(DNNL),1)
+DEP_CFLAGS += -DNORMGPT_DNNL
+DEP_LIBS += -ldnnl
+endif
 
 CFLAGS ?= -O3 -march=native
 CFLAGS += -std=gnu11 -fopenmp -Wall -Wextra -Wno-unused-parameter -MMD -MP $(DEP_CFLAGS)

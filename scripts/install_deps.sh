@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Install the Debian packages normgpt needs, if any are missing:
 #   (no option)  what `make` and `make train` need to build and train (MPICH: for `make MPI=1` and
-#                the data-parallel tests);
+#                the data-parallel tests; oneDNN: for train.precision=bf16);
 #   --test       also python3-torch and python3-numpy, for `make test`'s PyTorch parity test and the
 #                PyTorch benchmark (bench/), and python3-matplotlib, for scripts/plot and
 #                scripts/compare (`make test` runs them, `make compare` too);
 #   --dev        all of that plus clang and libomp-dev (clang's omp.h), for `make fuzz` (libFuzzer).
 # As root this runs apt-get; otherwise it prints the exact command to run and fails.
 set -euo pipefail
-packages=(gcc make pkg-config libopenblas-openmp-dev libcjson-dev mpich libmpich-dev)
+packages=(gcc make pkg-config libopenblas-openmp-dev libcjson-dev libdnnl-dev mpich libmpich-dev)
 case "${1:-}" in
     --test) packages+=(python3-torch python3-numpy python3-matplotlib) ;;
     --dev) packages+=(python3-torch python3-numpy python3-matplotlib clang libomp-dev) ;;
