@@ -59,14 +59,13 @@ void bf16_linear_backward(float *dinp, int accumulate, float *dweight, const bf1
 void bf16_linear_prepare(int N, int IC, int OC, int has_residual, int has_bias, int has_dinp, int accumulate) {
     no_dnnl();
 }
-void bf16_attention_scores(float *att, const bf16 *qkv, int B, int T, int H, int Hkv, int hs) { no_dnnl(); }
-void bf16_attention_values(void *out, int out_bf16, const bf16 *P, const bf16 *qkv, int B, int T, int H, int Hkv,
-                           int hs) { no_dnnl(); }
-void bf16_attention_values_backward(float *dP, float *dqkv, const bf16 *dout, const bf16 *P, const bf16 *qkv,
-                                    int B, int T, int H, int Hkv, int hs) { no_dnnl(); }
-void bf16_attention_scores_backward(float *dqkv, const bf16 *dS, const bf16 *qkv, int B, int T, int H, int Hkv,
-                                    int hs) { no_dnnl(); }
-void bf16_attention_prepare(int B, int T, int H, int Hkv, int hs, int out_bf16) { no_dnnl(); }
+void bf16_attention_scores(float *att, const bf16 *q, const bf16 *k, const Bf16Heads *a) { no_dnnl(); }
+void bf16_attention_values(void *out, int out_bf16, const bf16 *P, const bf16 *v, const Bf16Heads *a) { no_dnnl(); }
+void bf16_attention_values_backward(float *dP, float *dv, const bf16 *dout, const bf16 *P, const bf16 *v,
+                                    const Bf16Heads *a) { no_dnnl(); }
+void bf16_attention_scores_backward(float *dq, float *dk, const bf16 *dS, const bf16 *q, const bf16 *k,
+                                    const Bf16Heads *a) { no_dnnl(); }
+void bf16_attention_prepare(const Bf16Heads *a, int out_bf16) { no_dnnl(); }
 int bf16_late_primitives(void) { return 0; }
 double bf16_measure_peak(void) { no_dnnl(); }
 double onednn_linear_rate(int product, int bf16_inputs, int N, int IC, int OC, int reps) { no_dnnl(); }
@@ -257,95 +256,95 @@ void bf16_linear_prepare(int N, int IC, int OC, int has_residual, int has_bias, 
 
 // --- attention. Query head h = kvh * G + g (G = H / Hkv query heads per kv head), so the batched
 // products run over dims (B, Hkv, G): the kv operand has G = 1 and oneDNN broadcasts it. The sums
-// over g (dk, dv) are G runs over (B, Hkv), the later ones accumulating.
+// over g (dk, dv) are G runs over (B, Hkv), the later ones accumulating. Without groups (G = 1) the
+// views are 4-d (B, H, rows, cols): with dense q, k, v that is a layout oneDNN's brgemm takes.
 
-typedef struct { int64_t B, T, H, Hkv, G, hs, W, C; } Heads;  // W: qkv row width, C: attention output width
+typedef struct { int64_t B, T, H, Hkv, G, hs, ldq, ldkv, C; } Heads;  // C: attention output width
 
-static Heads heads(int B, int T, int H, int Hkv, int hs) {
-    return (Heads){B, T, H, Hkv, H / Hkv, hs, (int64_t)(H + 2 * Hkv) * hs, (int64_t)H * hs};
+static Heads heads(const Bf16Heads *a) {
+    return (Heads){a->B, a->T, a->H, a->Hkv, a->H / a->Hkv, a->hs, a->ldq, a->ldkv, (int64_t)a->H * a->hs};
 }
 
 // (B, Hkv, G, rows, cols), rows and columns at strides rs, cs, of a tensor whose sequence b starts
 // every `seq` elements and whose head every `head` elements: the query heads (G = the group size),
 // or the kv heads (G = 1, broadcast over each group).
-static View heads5(const Heads *a, int64_t G, int64_t rows, int64_t cols, int64_t seq, int64_t head, int64_t rs,
-                   int64_t cs) {
+static View head_view(const Heads *a, int64_t G, int64_t rows, int64_t cols, int64_t seq, int64_t head, int64_t rs,
+                      int64_t cs) {
+    if (a->G == 1) return (View){4, {a->B, a->H, rows, cols}, {seq, head, rs, cs}};
     return (View){5, {a->B, a->Hkv, G, rows, cols}, {seq, head * G, head, rs, cs}};
 }
-// (B, Hkv, rows, cols): one query head g of each group, or the kv heads.
-static View heads4(const Heads *a, int64_t rows, int64_t cols, int64_t seq, int64_t kv_head, int64_t rs, int64_t cs) {
-    return (View){4, {a->B, a->Hkv, rows, cols}, {seq, kv_head, rs, cs}};
+static View queries(const Heads *a, int transposed) {  // Q (T,hs) per head, or Q^T
+    int64_t rs = transposed ? 1 : a->ldq, cs = transposed ? a->ldq : 1;
+    return head_view(a, a->G, transposed ? a->hs : a->T, transposed ? a->T : a->hs, a->T * a->ldq, a->hs, rs, cs);
+}
+static View kv(const Heads *a, int transposed) {  // K or V (T,hs) per kv head, or transposed
+    int64_t rs = transposed ? 1 : a->ldkv, cs = transposed ? a->ldkv : 1;
+    return head_view(a, 1, transposed ? a->hs : a->T, transposed ? a->T : a->hs, a->T * a->ldkv, a->hs, rs, cs);
+}
+static View outputs(const Heads *a) {  // (B,T,H*hs) dense, head h in columns h*hs..
+    return head_view(a, a->G, a->T, a->hs, a->T * a->C, a->hs, a->C, 1);
+}
+static View squares(const Heads *a) {  // (B,H,T,T) dense
+    return head_view(a, a->G, a->T, a->T, a->H * a->T * a->T, a->T * a->T, a->T, 1);
 }
 
-// The T x T matrices (B,H,T,T), dense.
-static View squares(const Heads *a) { return heads5(a, a->G, a->T, a->T, a->H * a->T * a->T, a->T * a->T, a->T, 1); }
-
-void bf16_attention_scores(float *att, const bf16 *qkv, int B, int T, int H, int Hkv, int hs) {
-    Heads a = heads(B, T, H, Hkv, hs);
-    MatmulKey k = new_key();
-    k.src = heads5(&a, a.G, a.T, a.hs, a.T * a.W, a.hs, a.W, 1);  // Q (T,hs)
-    k.wei = heads5(&a, 1, a.hs, a.T, a.T * a.W, a.hs, 1, a.W);    // K^T (hs,T)
-    k.dst = squares(&a);
-    k.scale = (float)(1.0 / sqrt((double)hs));
-    matmul(&k, qkv, qkv + a.H * a.hs, att, NULL, NULL);
+void bf16_attention_scores(float *att, const bf16 *q, const bf16 *k, const Bf16Heads *heads_) {
+    Heads a = heads(heads_);
+    MatmulKey key = new_key();
+    key.src = queries(&a, 0), key.wei = kv(&a, 1), key.dst = squares(&a);
+    key.scale = (float)(1.0 / sqrt((double)a.hs));
+    matmul(&key, q, k, att, NULL, NULL);
 }
 
-void bf16_attention_values(void *out, int out_bf16, const bf16 *P, const bf16 *qkv, int B, int T, int H, int Hkv,
-                           int hs) {
-    Heads a = heads(B, T, H, Hkv, hs);
-    MatmulKey k = new_key();
-    k.src = squares(&a);
-    k.wei = heads5(&a, 1, a.T, a.hs, a.T * a.W, a.hs, a.W, 1);  // V (T,hs)
-    k.dst = heads5(&a, a.G, a.T, a.hs, a.T * a.C, a.hs, a.C, 1);
-    k.dst_bf16 = out_bf16;
-    matmul(&k, P, qkv + (a.H + a.Hkv) * a.hs, out, NULL, NULL);
+void bf16_attention_values(void *out, int out_bf16, const bf16 *P, const bf16 *v, const Bf16Heads *heads_) {
+    Heads a = heads(heads_);
+    MatmulKey key = new_key();
+    key.src = squares(&a), key.wei = kv(&a, 0), key.dst = outputs(&a);
+    key.dst_bf16 = out_bf16;
+    matmul(&key, P, v, out, NULL, NULL);
 }
 
-// dst (B,Hkv,T,hs), columns `dst_col` of dqkv, = sum over g of sq_g^T (T,T) @ x_g (T,hs), where
-// sq are the (B,H,T,T) squares and x_g the g-th query head of each group in a tensor of row width
-// x_width: the dk and dv products.
-static void sum_over_group(float *dqkv, int64_t dst_col, const bf16 *sq, const bf16 *x, int64_t x_width,
-                           const Heads *a) {
+// dst (T,hs) per kv head, rows ldkv apart, = sum over g of sq_g^T (T,T) @ x_g (T,hs): sq the
+// (B,H,T,T) squares, x_g the g-th query head of each group in a tensor of row stride ldx. The dk and
+// dv products.
+static void sum_over_group(float *dst, const bf16 *sq, const bf16 *x, int64_t ldx, const Heads *a) {
     for (int64_t g = 0; g < a->G; g++) {
-        MatmulKey k = new_key();
-        k.src = heads4(a, a->T, a->T, a->H * a->T * a->T, a->G * a->T * a->T, 1, a->T);  // transposed square
-        k.wei = heads4(a, a->T, a->hs, a->T * x_width, a->G * a->hs, x_width, 1);
-        k.dst = heads4(a, a->T, a->hs, a->T * a->W, a->hs, a->W, 1);
-        k.sum = g > 0;
-        matmul(&k, sq + g * a->T * a->T, x + g * a->hs, dqkv + dst_col, NULL, NULL);
+        MatmulKey key = new_key();
+        int64_t TT = a->T * a->T;
+        key.src = (View){4, {a->B, a->Hkv, a->T, a->T}, {a->H * TT, a->G * TT, 1, a->T}};  // sq_g^T
+        key.wei = (View){4, {a->B, a->Hkv, a->T, a->hs}, {a->T * ldx, a->G * a->hs, ldx, 1}};
+        key.dst = (View){4, {a->B, a->Hkv, a->T, a->hs}, {a->T * a->ldkv, a->hs, a->ldkv, 1}};
+        key.sum = g > 0;
+        matmul(&key, sq + g * TT, x + g * a->hs, dst, NULL, NULL);
     }
 }
 
-void bf16_attention_values_backward(float *dP, float *dqkv, const bf16 *dout, const bf16 *P, const bf16 *qkv,
-                                    int B, int T, int H, int Hkv, int hs) {
-    Heads a = heads(B, T, H, Hkv, hs);
-    MatmulKey k = new_key();
-    k.src = heads5(&a, a.G, a.T, a.hs, a.T * a.C, a.hs, a.C, 1);  // dout (T,hs)
-    k.wei = heads5(&a, 1, a.hs, a.T, a.T * a.W, a.hs, 1, a.W);    // V^T (hs,T)
-    k.dst = squares(&a);
-    matmul(&k, dout, qkv + (a.H + a.Hkv) * a.hs, dP, NULL, NULL);
-    sum_over_group(dqkv, (a.H + a.Hkv) * a.hs, P, dout, a.C, &a);
+void bf16_attention_values_backward(float *dP, float *dv, const bf16 *dout, const bf16 *P, const bf16 *v,
+                                    const Bf16Heads *heads_) {
+    Heads a = heads(heads_);
+    MatmulKey key = new_key();
+    key.src = outputs(&a), key.wei = kv(&a, 1), key.dst = squares(&a);
+    matmul(&key, dout, v, dP, NULL, NULL);
+    sum_over_group(dv, P, dout, a.C, &a);
 }
 
-void bf16_attention_scores_backward(float *dqkv, const bf16 *dS, const bf16 *qkv, int B, int T, int H, int Hkv,
-                                    int hs) {
-    Heads a = heads(B, T, H, Hkv, hs);
-    MatmulKey k = new_key();
-    k.src = squares(&a);
-    k.wei = heads5(&a, 1, a.T, a.hs, a.T * a.W, a.hs, a.W, 1);    // K (T,hs)
-    k.dst = heads5(&a, a.G, a.T, a.hs, a.T * a.W, a.hs, a.W, 1);  // dq
-    matmul(&k, dS, qkv + a.H * a.hs, dqkv, NULL, NULL);
-    sum_over_group(dqkv, a.H * a.hs, dS, qkv, a.W, &a);
+void bf16_attention_scores_backward(float *dq, float *dk, const bf16 *dS, const bf16 *q, const bf16 *k,
+                                    const Bf16Heads *heads_) {
+    Heads a = heads(heads_);
+    MatmulKey key = new_key();
+    key.src = squares(&a), key.wei = kv(&a, 0), key.dst = queries(&a, 0);
+    matmul(&key, dS, k, dq, NULL, NULL);
+    sum_over_group(dk, dS, q, a.ldq, &a);
 }
 
-void bf16_attention_prepare(int B, int T, int H, int Hkv, int hs, int out_bf16) {
+void bf16_attention_prepare(const Bf16Heads *a, int out_bf16) {
     preparing = 1;
     float *f = (float *)NO_DATA;
     const bf16 *h = NO_DATA;
-    bf16_attention_scores(f, h, B, T, H, Hkv, hs);
-    bf16_attention_values(f, out_bf16, h, h, B, T, H, Hkv, hs);
-    bf16_attention_values_backward(f, f, h, h, h, B, T, H, Hkv, hs);
-    bf16_attention_scores_backward(f, h, h, B, T, H, Hkv, hs);
+    bf16_attention_scores(f, h, h, a);
+    bf16_attention_values(f, out_bf16, h, h, a);
+    bf16_attention_values_backward(f, f, h, h, h, a);
+    bf16_attention_scores_backward(f, f, h, h, h, a);
     preparing = 0;
 }
 

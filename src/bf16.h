@@ -9,8 +9,7 @@
 // creates it then and counts it in bf16_late_primitives().
 //
 // Shapes: N tokens, IC/OC input/output channels, B batch, T time, H query heads, Hkv key/value
-// heads (H % Hkv == 0), hs head size; qkv rows (B,T,(H+2*Hkv)*hs) laid out [q | k | v] as in
-// kernels.h. The API is float and bf16 whatever `real` is, so the double test build can call it.
+// heads (H % Hkv == 0), hs head size. The API is float and bf16 whatever `real` is, so the double test build can call it.
 #ifndef NORMGPT_BF16_H
 #define NORMGPT_BF16_H
 #include <stddef.h>
@@ -58,19 +57,24 @@ void bf16_linear_prepare(int N, int IC, int OC, int has_residual, int has_bias, 
 
 // --- causal self-attention's four products, batched over (batch, head); the softmax and its
 // backward stay fp32 in the caller, which writes their bf16 copies (P, dS) as it goes.
+// Where q, k, v live: q (B,T,H*hs) with rows ldq apart, k and v (B,T,Hkv*hs) with rows ldkv apart;
+// their gradients dq, dk, dv (fp32) are laid out the same. kernels.h's qkv rows are ldq = ldkv =
+// (H+2*Hkv)*hs, k = q + H*hs, v = k + Hkv*hs. Separate dense q, k, v (ldq = H*hs, ldkv = Hkv*hs)
+// without groups (Hkv = H) are what oneDNN 2.6's brgemm kernels take; any other layout runs its
+// slower gemm-based ones (docs/bf16.md has the measurements).
+typedef struct { int B, T, H, Hkv, hs, ldq, ldkv; } Bf16Heads;
 // att (B,H,T,T) = Q K^T / sqrt(hs), the full square: the caller's softmax masks the future.
-void bf16_attention_scores(float *att, const bf16 *qkv, int B, int T, int H, int Hkv, int hs);
+void bf16_attention_scores(float *att, const bf16 *q, const bf16 *k, const Bf16Heads *a);
 // out (B,T,H*hs) = P V per head; out is bf16 (the output projection's input) when out_bf16, else fp32.
-void bf16_attention_values(void *out, int out_bf16, const bf16 *P, const bf16 *qkv, int B, int T, int H, int Hkv,
-                           int hs);
-// dP (B,H,T,T) = dout V^T; the v columns of dqkv (fp32) = sum over the heads sharing each kv head of P^T dout.
-void bf16_attention_values_backward(float *dP, float *dqkv, const bf16 *dout, const bf16 *P, const bf16 *qkv,
-                                    int B, int T, int H, int Hkv, int hs);
-// From dS (B,H,T,T) = d(unscaled scores) (the 1/sqrt(hs) folded in): the q columns of dqkv = dS K,
-// the k columns = sum over the heads sharing each kv head of dS^T Q.
-void bf16_attention_scores_backward(float *dqkv, const bf16 *dS, const bf16 *qkv, int B, int T, int H, int Hkv,
-                                    int hs);
-void bf16_attention_prepare(int B, int T, int H, int Hkv, int hs, int out_bf16);
+void bf16_attention_values(void *out, int out_bf16, const bf16 *P, const bf16 *v, const Bf16Heads *a);
+// dP (B,H,T,T) = dout V^T per head; dv = sum over the query heads sharing each kv head of P^T dout.
+void bf16_attention_values_backward(float *dP, float *dv, const bf16 *dout, const bf16 *P, const bf16 *v,
+                                    const Bf16Heads *a);
+// From dS (B,H,T,T), the gradient of the unscaled scores (the 1/sqrt(hs) folded in): dq = dS K,
+// dk = sum over the query heads sharing each kv head of dS^T Q.
+void bf16_attention_scores_backward(float *dq, float *dk, const bf16 *dS, const bf16 *q, const bf16 *k,
+                                    const Bf16Heads *a);
+void bf16_attention_prepare(const Bf16Heads *a, int out_bf16);
 
 // Primitives created by a run call rather than by a prepare (0 when start-up prepared every shape).
 int bf16_late_primitives(void);

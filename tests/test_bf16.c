@@ -174,70 +174,69 @@ static void test_bf16_linear(void) {
 
 typedef struct { int B, T, H, Hkv, hs; } AttnShape;
 
-// The four attention products per (b, h) against a double reference, with dqkv filled with
-// garbage first: every q, k, v column must be written (k and v summed over the group).
-static void check_attention(AttnShape s) {
-    int B = s.B, T = s.T, H = s.H, Hkv = s.Hkv, hs = s.hs, G = H / Hkv, W = (H + 2 * Hkv) * hs, C = H * hs;
+// The four attention products per (b, h) against a double reference, q, k, v either interleaved in
+// qkv rows (kernels.h) or separate dense planes. The gradient buffer is filled with NaN first:
+// every q, k, v column must be written (k and v summed over each group's query heads).
+static void check_attention(AttnShape s, int planar) {
+    int B = s.B, T = s.T, H = s.H, Hkv = s.Hkv, hs = s.hs, G = H / Hkv, C = H * hs, W = (H + 2 * Hkv) * hs;
     size_t nq = (size_t)B * T * W, na = (size_t)B * H * T * T, no = (size_t)B * T * C;
+    // q, k, v offsets in the buffer and row strides
+    Bf16Heads a = {B, T, H, Hkv, hs, planar ? C : W, planar ? Hkv * hs : W};
+    size_t qo = 0, ko = planar ? (size_t)B * T * C : (size_t)C, vo = ko + (planar ? (size_t)B * T * Hkv * hs : (size_t)Hkv * hs);
     bf16 *qkv = xcalloc(nq, 2), *P = xcalloc(na, 2), *dS = xcalloc(na, 2), *dout = xcalloc(no, 2),
          *outh = xcalloc(no, 2);
     double *x = xcalloc(nq, 8), *p = xcalloc(na, 8), *ds = xcalloc(na, 8), *dy = xcalloc(no, 8);
-    float *att = xcalloc(na, 4), *out = xcalloc(no, 4), *dP = xcalloc(na, 4), *dqkv = xcalloc(nq, 4),
-          *outf = xcalloc(no, 4);
-    double *want = xcalloc(nq > na ? nq : na, 8), *mag = xcalloc(nq > na ? nq : na, 8);
-    double *wq = xcalloc(nq, 8), *mq = xcalloc(nq, 8);
+    float *att = xcalloc(na, 4), *dP = xcalloc(na, 4), *dqkv = xcalloc(nq, 4), *outf = xcalloc(no, 4),
+          *out = xcalloc(no, 4);
+    double *want = xcalloc(na, 8), *mag = xcalloc(na, 8), *wq = xcalloc(nq, 8), *mq = xcalloc(nq, 8);
     Rng r = rng_stream(7, (uint64_t)B * 100000 + T * 1000 + H * 100 + Hkv * 10 + hs);
     fill_bf16(qkv, x, nq, &r);
     fill_bf16(P, p, na, &r);
     fill_bf16(dS, ds, na, &r);
     fill_bf16(dout, dy, no, &r);
     for (size_t i = 0; i < nq; i++) dqkv[i] = NAN;
-    char what[200];
     double scale = 1 / sqrt((double)hs);
 
-    bf16_attention_scores(att, qkv, B, T, H, Hkv, hs);
-    bf16_attention_values(outf, 0, P, qkv, B, T, H, Hkv, hs);
-    bf16_attention_values(outh, 1, P, qkv, B, T, H, Hkv, hs);
+    bf16_attention_scores(att, qkv + qo, qkv + ko, &a);
+    bf16_attention_values(outf, 0, P, qkv + vo, &a);
+    bf16_attention_values(outh, 1, P, qkv + vo, &a);
     floats_from_bf16(out, outh, no);
-    bf16_attention_values_backward(dP, dqkv, dout, P, qkv, B, T, H, Hkv, hs);
-    bf16_attention_scores_backward(dqkv, dS, qkv, B, T, H, Hkv, hs);
+    bf16_attention_values_backward(dP, dqkv + vo, dout, P, qkv + vo, &a);
+    bf16_attention_scores_backward(dqkv + qo, dqkv + ko, dS, qkv + qo, qkv + ko, &a);
 
+    char what[200], w2[240];
+    snprintf(what, sizeof what, "B %d T %d H %d Hkv %d hs %d %s", B, T, H, Hkv, hs, planar ? "planar" : "interleaved");
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             int kvh = h / G;
-            const double *xq = x + (size_t)b * T * W + h * hs, *xk = x + (size_t)b * T * W + (H + kvh) * hs,
-                         *xv = x + (size_t)b * T * W + (H + Hkv + kvh) * hs;
-            size_t sq = ((size_t)b * H + h) * T * T;
+            size_t q_at = qo + (size_t)b * T * a.ldq + h * hs, k_at = ko + (size_t)b * T * a.ldkv + kvh * hs,
+                   v_at = vo + (size_t)b * T * a.ldkv + kvh * hs, sq = ((size_t)b * H + h) * T * T;
             const double *dyh = dy + (size_t)b * T * C + h * hs;
-            // att = scale Q K^T
-            reference(want + sq, mag + sq, xq, W, 1, xk, 1, W, T, T, hs, scale);
-            // out = P V: into wq's q columns as scratch, then compared below
-            double o[64 * 64], om[64 * 64];
-            reference(o, om, p + sq, T, 1, xv, W, 1, T, hs, T, 1);
+            double o[64 * 64], om[64 * 64], ok[64 * 64], okm[64 * 64];
+            reference(want + sq, mag + sq, x + q_at, a.ldq, 1, x + k_at, 1, a.ldkv, T, T, hs, scale);  // scale Q K^T
+            reference(o, om, p + sq, T, 1, x + v_at, a.ldkv, 1, T, hs, T, 1);                         // P V
             for (int t = 0; t < T; t++)
                 for (int i = 0; i < hs; i++) {
                     size_t at = (size_t)b * T * C + (size_t)t * C + h * hs + i;
                     CHECK(fabs(outf[at] - o[t * hs + i]) <= (T + 1) * 0x1p-23 * om[t * hs + i] + 1e-30,
-                          "values fp32 [b %d h %d t %d i %d] %.9g want %.9g", b, h, t, i, outf[at], o[t * hs + i]);
+                          "values fp32 %s [b %d h %d t %d i %d] %.9g want %.9g", what, b, h, t, i, outf[at],
+                          o[t * hs + i]);
                     // bf16 output: the fp32 result rounded once more
                     CHECK(fabs(out[at] - o[t * hs + i]) <= 0x1p-8 * fabs(o[t * hs + i]) + T * 0x1p-22 * om[t * hs + i],
-                          "values bf16 [b %d h %d t %d i %d] %.9g want %.9g", b, h, t, i, out[at], o[t * hs + i]);
+                          "values bf16 %s [b %d h %d t %d i %d] %.9g want %.9g", what, b, h, t, i, out[at],
+                          o[t * hs + i]);
                 }
-            // dq = dS K
-            reference(o, om, ds + sq, T, 1, xk, W, 1, T, hs, T, 1);
+            reference(o, om, ds + sq, T, 1, x + k_at, a.ldkv, 1, T, hs, T, 1);  // dq = dS K
             for (int t = 0; t < T; t++)
                 for (int i = 0; i < hs; i++) {
-                    size_t at = (size_t)b * T * W + (size_t)t * W + h * hs + i;
-                    wq[at] = o[t * hs + i];
-                    mq[at] = om[t * hs + i];
+                    wq[q_at + (size_t)t * a.ldq + i] = o[t * hs + i];
+                    mq[q_at + (size_t)t * a.ldq + i] = om[t * hs + i];
                 }
-            // dk += dS^T Q, dv += P^T dout, over the group's heads
-            double ok[64 * 64], okm[64 * 64];
-            reference(ok, okm, ds + sq, 1, T, xq, W, 1, T, hs, T, 1);
-            reference(o, om, p + sq, 1, T, dyh, C, 1, T, hs, T, 1);
+            reference(ok, okm, ds + sq, 1, T, x + q_at, a.ldq, 1, T, hs, T, 1);  // dk += dS^T Q
+            reference(o, om, p + sq, 1, T, dyh, C, 1, T, hs, T, 1);              // dv += P^T dout
             for (int t = 0; t < T; t++)
                 for (int i = 0; i < hs; i++) {
-                    size_t atk = (size_t)b * T * W + (size_t)t * W + (H + kvh) * hs + i, atv = atk + (size_t)Hkv * hs;
+                    size_t atk = k_at + (size_t)t * a.ldkv + i, atv = v_at + (size_t)t * a.ldkv + i;
                     if (h % G == 0) wq[atk] = mq[atk] = wq[atv] = mq[atv] = 0;
                     wq[atk] += ok[t * hs + i];
                     mq[atk] += okm[t * hs + i];
@@ -245,40 +244,40 @@ static void check_attention(AttnShape s) {
                     mq[atv] += om[t * hs + i];
                 }
         }
-    snprintf(what, sizeof what, "B %d T %d H %d Hkv %d hs %d", B, T, H, Hkv, hs);
-    char w2[240];
     snprintf(w2, sizeof w2, "scores %s", what);
     expect_close(w2, att, want, mag, na, hs + 1);
-    // dP = dout V^T
-    for (int b = 0; b < B; b++)
+    for (int b = 0; b < B; b++)  // dP = dout V^T
         for (int h = 0; h < H; h++) {
             size_t sq = ((size_t)b * H + h) * T * T;
             reference(want + sq, mag + sq, dy + (size_t)b * T * C + h * hs, C, 1,
-                      x + (size_t)b * T * W + (H + Hkv + h / G) * hs, 1, W, T, T, hs, 1);
+                      x + vo + (size_t)b * T * a.ldkv + (h / G) * hs, 1, a.ldkv, T, T, hs, 1);
         }
     snprintf(w2, sizeof w2, "dP %s", what);
     expect_close(w2, dP, want, mag, na, hs + 1);
-    snprintf(w2, sizeof w2, "dqkv %s", what);
+    snprintf(w2, sizeof w2, "dq, dk, dv %s", what);
     expect_close(w2, dqkv, wq, mq, nq, G * T + 1);
 
-    free(qkv); free(P); free(dS); free(dout); free(outh); free(x); free(p); free(ds); free(dy); free(att); free(out);
-    free(dP); free(dqkv); free(outf); free(want); free(mag); free(wq); free(mq);
+    free(qkv); free(P); free(dS); free(dout); free(outh); free(x); free(p); free(ds); free(dy); free(att); free(dP);
+    free(dqkv); free(outf); free(out); free(want); free(mag); free(wq); free(mq);
 }
 
 static void test_bf16_attention(void) {
-    AttnShape shapes[] = {{2, 7, 3, 3, 5}, {2, 9, 4, 2, 6}, {1, 33, 6, 1, 16}, {3, 20, 4, 4, 32}};
-    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) check_attention(shapes[i]);
+    AttnShape shapes[] = {{2, 7, 3, 3, 5}, {2, 9, 4, 2, 6}, {1, 33, 6, 1, 16}, {3, 20, 4, 4, 32}, {2, 64, 2, 2, 64}};
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+        for (int planar = 0; planar < 2; planar++) check_attention(shapes[i], planar);
 }
 
 // After the prepare calls, running those shapes creates no primitive; an unprepared one is counted.
 static void test_bf16_prepare(void) {
     bf16_linear_prepare(11, 13, 17, 1, 1, 1, 0);
-    bf16_attention_prepare(2, 5, 4, 2, 8, 1);
+    bf16_attention_prepare(&(Bf16Heads){2, 5, 4, 2, 8, 4 * 8, 2 * 8}, 1);
     int before = bf16_late_primitives();
     LinearShape s = {11, 13, 17};
     check_linear(s, 1, 1, 0);
-    check_attention((AttnShape){2, 5, 4, 2, 8});
-    CHECK(bf16_late_primitives() == before + 1, "created %d primitives; want 1, the unprepared fp32 attention output",
+    check_attention((AttnShape){2, 5, 4, 2, 8}, 1);  // its fp32 P V has the layout of dq = dS K: prepared
+    CHECK(bf16_late_primitives() == before, "prepared shapes created %d primitives", bf16_late_primitives() - before);
+    check_linear(s, 1, 0, 0);  // the forward without a residual was not prepared
+    CHECK(bf16_late_primitives() == before + 1, "created %d primitives; want 1, the forward without a residual",
           bf16_late_primitives() - before);
 }
 
