@@ -4,6 +4,7 @@
 #include "bf16.h"
 #include "testing.h"
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 static float from_bits(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
@@ -281,12 +282,45 @@ static void test_bf16_prepare(void) {
           bf16_late_primitives() - before);
 }
 
+// The same bits for 1 and 2 threads and on a rerun (what --resume's bit-identity needs), on the
+// default config's qkv shapes: dweight reduces over all 4096 tokens.
+static void test_bf16_thread_count_independent(void) {
+    enum { N = 4096, IC = 128, OC = 384, B = 16, T = 256, H = 4, hs = 32, W = 3 * H * hs };
+    bf16 *x = xcalloc((size_t)N * IC, 2), *w = xcalloc((size_t)OC * IC, 2), *g = xcalloc((size_t)N * OC, 2);
+    double *scratch = xcalloc((size_t)N * OC, 8);
+    Rng r = rng_stream(9, 1);
+    fill_bf16(x, scratch, (size_t)N * IC, &r);
+    fill_bf16(w, scratch, (size_t)OC * IC, &r);
+    fill_bf16(g, scratch, (size_t)N * OC, &r);
+    Bf16Heads a = {B, T, H, H, hs, W, W};
+    size_t sizes[4] = {(size_t)N * OC, (size_t)N * IC, (size_t)OC * IC, (size_t)B * H * T * T};
+    float *out[3][4];
+    int threads[3] = {1, 2, 2};
+    for (int run = 0; run < 3; run++) {
+        omp_set_num_threads(threads[run]);
+        for (int i = 0; i < 4; i++) out[run][i] = xcalloc(sizes[i], 4);
+        bf16_linear_forward(out[run][0], NULL, x, w, NULL, N, IC, OC);
+        bf16_linear_backward(out[run][1], 0, out[run][2], g, x, w, N, IC, OC);
+        bf16_attention_scores(out[run][3], g, g + H * hs, &a);
+    }
+    omp_set_num_threads(2);
+    const char *names[4] = {"forward", "dinp", "dweight", "attention scores"};
+    for (int run = 1; run < 3; run++)
+        for (int i = 0; i < 4; i++)
+            CHECK(!memcmp(out[0][i], out[run][i], sizes[i] * 4), "%s: %d threads differ from 1 thread", names[i],
+                  threads[run]);
+    for (int run = 0; run < 3; run++)
+        for (int i = 0; i < 4; i++) free(out[run][i]);
+    free(x); free(w); free(g); free(scratch);
+}
+
 #else
 
 static void skipped(void) { fprintf(stderr, "    skipped: built without oneDNN (install libdnnl-dev)\n"); }
 static void test_bf16_linear(void) { skipped(); }
 static void test_bf16_attention(void) { skipped(); }
 static void test_bf16_prepare(void) { skipped(); }
+static void test_bf16_thread_count_independent(void) { skipped(); }
 
 #endif
 
@@ -296,5 +330,6 @@ const TestCase bf16_tests[] = {
     {"bf16_linear", test_bf16_linear},
     {"bf16_attention", test_bf16_attention},
     {"bf16_prepare", test_bf16_prepare},
+    {"bf16_thread_count_independent", test_bf16_thread_count_independent},
     {NULL, NULL},
 };
