@@ -28,17 +28,19 @@ static size_t bf16_from_floats_avx512(bf16 *dst, const float *src, float scale, 
     return i;
 }
 
+void bf16_round_row(bf16 *dst, const float *src, float scale, size_t n) {
+    size_t i = cpu_has_bf16() ? bf16_from_floats_avx512(dst, src, scale, n) : 0;
+    for (; i < n; i++) dst[i] = bf16_round(scale * src[i]);
+}
+
 // Chunks of whole 32-float groups, so each thread's part runs vectorized up to the very end.
 #define CAST_CHUNK 16384
 
 void bf16_from_floats(bf16 *dst, const float *src, float scale, size_t n) {
-    int vector = cpu_has_bf16();
+    cpu_has_bf16();  // settled before the threads read it
     #pragma omp parallel for schedule(static) if (n > CAST_CHUNK)
-    for (size_t c0 = 0; c0 < n; c0 += CAST_CHUNK) {
-        size_t len = n - c0 < CAST_CHUNK ? n - c0 : CAST_CHUNK;
-        size_t i = vector ? bf16_from_floats_avx512(dst + c0, src + c0, scale, len) : 0;
-        for (; i < len; i++) dst[c0 + i] = bf16_round(scale * src[c0 + i]);
-    }
+    for (size_t c0 = 0; c0 < n; c0 += CAST_CHUNK)
+        bf16_round_row(dst + c0, src + c0, scale, n - c0 < CAST_CHUNK ? n - c0 : CAST_CHUNK);
 }
 
 void floats_from_bf16(float *dst, const bf16 *src, size_t n) {

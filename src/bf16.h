@@ -34,10 +34,13 @@ static inline float bf16_to_float(bf16 h) {
     return x;
 }
 
-// dst[i] = bf16_round(scale * src[i]), threaded, vectorized with AVX512_BF16 where the CPU has it
-// (same bits either way). scale folds a factor into the cast (the loss scale of the LM head's
-// backward); pass 1 otherwise.
+// dst[i] = bf16_round(scale * src[i]), vectorized with AVX512_BF16 where the CPU has it (same bits
+// either way). scale folds a factor into the cast (the loss scale of the LM head's backward); pass 1
+// otherwise. bf16_from_floats is threaded, for whole tensors (the weights once per optimizer step);
+// bf16_round_row is not, for a kernel that writes the bf16 copy of each row it has just computed,
+// inside its own parallel loop.
 void bf16_from_floats(bf16 *dst, const float *src, float scale, size_t n);
+void bf16_round_row(bf16 *dst, const float *src, float scale, size_t n);
 void floats_from_bf16(float *dst, const bf16 *src, size_t n);
 
 // NULL when bf16 matmuls can run here; otherwise one line saying why (a build without oneDNN, or a
