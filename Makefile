@@ -11,6 +11,15 @@ BLAS_DIR := /usr/lib/$(MULTIARCH)/openblas-openmp
 PKGS := PKG_CONFIG_PATH=$(BLAS_DIR)/pkgconfig pkg-config
 DEP_CFLAGS = $(shell $(PKGS) --cflags openblas libcjson)
 DEP_LIBS = $(shell $(PKGS) --libs openblas libcjson) -Wl,-rpath,$(BLAS_DIR)
+# oneDNN (libdnnl-dev) runs the bf16 matmuls of train.precision=bf16. Debian ships no pkg-config file
+# for it: when the compiler finds its header, build with NORMGPT_DNNL and link it; without it (or with
+# `make DNNL=0`) the build is fp32 only. Debian's libdnnl uses libgomp, the OpenMP runtime of
+# OpenBLAS and of our kernels: still one thread pool.
+DNNL ?= $(shell echo '\#include <oneapi/dnnl/dnnl.h>' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1)
+ifeq ($(DNNL),1)
+DEP_CFLAGS += -DNORMGPT_DNNL
+DEP_LIBS += -ldnnl
+endif
 
 CFLAGS ?= -O3 -march=native
 CFLAGS += -std=gnu11 -fopenmp -Wall -Wextra -Wno-unused-parameter -MMD -MP $(DEP_CFLAGS)
@@ -22,7 +31,7 @@ DOUBLE_OBJS := $(patsubst src/%.c,build/double/%.o,$(LIB_SRCS))
 TEST_SRCS := $(wildcard tests/*.c)
 TEST_OBJS := $(patsubst tests/%.c,build/double/tests/%.o,$(TEST_SRCS))
 
-.PHONY: all train test bench compare deps test-deps dev-deps test-sanitize fuzz clean
+.PHONY: all train test bench bench-matmul compare deps test-deps dev-deps test-sanitize fuzz clean
 
 # MPI touches one file: src/dist.c, compiled by the MPI wrapper with NORMGPT_MPI into build/mpi/, and
 # linked by the wrapper with the same objects as build/train. Without MPI=1, nothing involves MPI.
@@ -61,7 +70,13 @@ build/grad_dump: build/float/tests/tools/grad_dump.o $(FLOAT_OBJS)
 build/float/tests/tools/%.o: tests/tools/%.c | build/float/tests/tools
 	$(CC) $(CFLAGS) -Isrc -c -o $@ $<
 
-build/float build/double/tests build/mpi build/float/tests/tools:
+build/matmul_bench: build/float/bench/matmul_bench.o $(FLOAT_OBJS)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+build/float/bench/%.o: bench/%.c | build/float/bench
+	$(CC) $(CFLAGS) -Isrc -c -o $@ $<
+
+build/float build/double/tests build/mpi build/float/tests/tools build/float/bench:
 	mkdir -p $@
 
 # Train and plot the variants of a compare spec (scripts/compare): make compare SPEC=path/to/spec.json
@@ -136,6 +151,11 @@ test: test-deps
 bench: test-deps
 	$(MAKE) all
 	/usr/bin/python3 bench/bench.py
+
+# oneDNN bf16 against OpenBLAS sgemm and oneDNN fp32 on the model's matmul shapes (bench/matmul_bench.c),
+# with sgemm's own core (OPENBLAS_CORETYPE unset), passive OpenMP waits and 2 threads.
+bench-matmul: build/matmul_bench
+	env -u OPENBLAS_CORETYPE OMP_WAIT_POLICY=passive OMP_NUM_THREADS=2 build/matmul_bench
 
 # Leaks are checked in the trainer (die() exits with what it had allocated still referenced from
 # the stack, which is not a leak), not in the test binary: the children it forks to watch die()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages normgpt needs, if any are missing:
 #   (no option)  what `make` and `make train` need to build and train (MPICH: for `make MPI=1` and
-#                the data-parallel tests);
+#                the data-parallel tests; oneDNN: for train.precision=bf16);
 #   --plot       also python3-matplotlib and python3-numpy, for scripts/plot and scripts/compare
 #                (`make compare`);
 #   --test       also those, python3-torch, for `make test`'s PyTorch parity test and the PyTorch
@@ -10,7 +10,7 @@
 #   --dev        all of --test plus clang and libomp-dev (clang's omp.h), for `make fuzz` (libFuzzer).
 # As root this runs apt-get; otherwise it prints the exact command to run and fails.
 set -euo pipefail
-packages=(gcc make pkg-config libopenblas-openmp-dev libcjson-dev mpich libmpich-dev)
+packages=(gcc make pkg-config libopenblas-openmp-dev libcjson-dev libdnnl-dev mpich libmpich-dev)
 case "${1:-}" in
     --plot) packages+=(python3-numpy python3-matplotlib) ;;
     --test) packages+=(python3-torch python3-numpy python3-matplotlib python3-sentencepiece) ;;

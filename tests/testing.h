@@ -43,6 +43,6 @@ void use_preset(Config *c, const char *placement, const char *norm, const char *
 extern const TestCase method_tests[];
 extern const TestCase kernel_tests[], model_tests[], data_config_tests[], cli_tests[];
 extern const TestCase norm_tests[], convert_tests[], dist_tests[], generate_tests[], torch_tests[], diag_tests[];
-extern const TestCase tokenizer_tests[], export_tests[], plot_tests[], checkpoint_tests[];
+extern const TestCase tokenizer_tests[], export_tests[], plot_tests[], checkpoint_tests[], bf16_tests[];
 
 #endif
