@@ -1,5 +1,5 @@
 // Turning a trained Pre-LN model into an equivalent Pre-RMSNorm or Pre-CRMSNorm model (Jiang et al.,
-// arXiv 2305.14858; the math is ../shared/research/norms.md sections 2.3 and 2.4).
+// arXiv 2305.14858; the math is in docs/norms.md, "Converting Pre-LN").
 //
 // Every reader of the residual stream in Pre-LN sits behind a LayerNorm, which ignores the stream's
 // mean. So centring everything that writes into the stream changes no output, and on the zero-mean

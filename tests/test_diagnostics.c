@@ -121,7 +121,7 @@ static void test_diag_tanh_sites(void) {
         diagnose(&m, &d, c);
         size_t NS = (size_t)B_TEST * T_TEST * m.S;
         for (int l = 0; l < m.L; l++) {
-            const BlockActs *a = &m.acts[l];
+            const BlockActs *a = &m.fwd.blocks[l];
             double s1 = fraction_above(a->n1, NS), s2 = fraction_above(a->n2, NS);
             CHECK(s1 > 0 && s1 < 1 && close_to(d.sat1[l], s1), "%s block %d: sat1 %g, from the output %g",
                   bhyt ? "bhyt" : "dyt", l, d.sat1[l], s1);
@@ -190,13 +190,13 @@ static void check_skip_equals_removed(const char *placement, const char *norm, i
     gpt_forward(&a, inputs, NULL, B_TEST, T_TEST);
     gpt_forward(&b, inputs, NULL, B_TEST, T_TEST);
     double worst = 0;
-    for (size_t i = 0; i < (size_t)B_TEST * T_TEST * a.V; i++) worst = fmax(worst, fabs(a.logits[i] - b.logits[i]));
+    for (size_t i = 0; i < (size_t)B_TEST * T_TEST * a.V; i++) worst = fmax(worst, fabs(a.fwd.logits[i] - b.fwd.logits[i]));
     CHECK(worst < 1e-12, "%s/%s skipping block %d: logits differ from the model without it by %g", placement, norm, k,
           worst);
     a.skip_block = -1;  // and without the flag the full model differs (the block does something)
     gpt_forward(&a, inputs, NULL, B_TEST, T_TEST);
     worst = 0;
-    for (size_t i = 0; i < (size_t)B_TEST * T_TEST * a.V; i++) worst = fmax(worst, fabs(a.logits[i] - b.logits[i]));
+    for (size_t i = 0; i < (size_t)B_TEST * T_TEST * a.V; i++) worst = fmax(worst, fabs(a.fwd.logits[i] - b.fwd.logits[i]));
     CHECK(worst > 1e-6, "%s/%s: block %d changes nothing (%g)", placement, norm, k, worst);
     gpt_free(&a);
     gpt_free(&b);
