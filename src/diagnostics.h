@@ -1,7 +1,7 @@
 // Per-block training diagnostics: what each block's gradients, hidden states and tanh sites look
 // like at one step, read from the activations the last forward saved and from the gradient buffer
 // (nothing is recomputed through the model). Formulas and the papers' figures they follow:
-// docs/norms.md, "Diagnostics".
+// README.md, "Diagnostics".
 //
 // Per block l, with x = the block's input, y = its output (N tokens of S features):
 //   grad_norm      ||dL/d theta_l||_2 over all of block l's parameters
