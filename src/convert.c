@@ -87,7 +87,7 @@ void convert_model(const GPT *src, const Config *src_cfg, ConvertKind kind, GPT 
     dst_cfg->tie_embeddings = 0;
     dst_cfg->head_bias = src_cfg->head_bias || src->lnf.bias != NULL;
     config_validate(dst_cfg);
-    gpt_build(dst, dst_cfg);
+    gpt_build_inference(dst, dst_cfg, src->maxB, src->seqT);
 
     int d = src->C, S = dst->S, compress = kind == CONVERT_CRMSNORM;
     int QKV = (src->H + 2 * src->Hkv) * src->hs, FC = src->swiglu ? 2 * src->F : src->F;
