@@ -111,8 +111,9 @@ void diag_compute(Diagnostics *d, const GPT *m, int B, int T) {
         site2 &= !m->recompute;
         d->sat1[l] = !site1 ? NAN : p->attn_in_norm ? saturation(&b->n1, x, a->n1_stats, 2, N, S)
                                                     : saturation(&b->n1, a->res_attn, a->h_stats, 2, N, S);
+        int stride2 = p->shared_stat ? 1 : 2;
         d->sat2[l] = !site2 ? NAN : p->ffn_post_norm ? saturation(&b->n2, a->res_ffn, a->out_stats, 2, N, S)
-                                                     : saturation(&b->n2, a->h, a->n2_stats, p->shared_stat ? 1 : 2, N, S);
+                                                     : saturation(&b->n2, a->h, a->n2_stats, stride2, N, S);
         d->ms_approx[l] = d->ms_actual[l] = NAN;
         if (p->shared_stat && !m->recompute)
             bhyt_mean_squares(&d->ms_approx[l], &d->ms_actual[l], a->h, a->n2_stats, b->n2.eps, N, S);

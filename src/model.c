@@ -53,7 +53,8 @@ static void norm_params(GPT *m, Norm *nm, NormKind kind, NormSite site, const Co
     }
     if (op->has_weight)
         param(m, &nm->weight, &nm->dweight, width, 1, 0, INIT_CONST, 1.0, tname(buf, prefix, ".weight"));
-    int bias = cfg->bias && (op->bias == BIAS_WITH_MODEL_BIAS || (op->bias == BIAS_ON_CENTERED_STREAM && m->center_stream));
+    int bias = cfg->bias && (op->bias == BIAS_WITH_MODEL_BIAS ||
+                             (op->bias == BIAS_ON_CENTERED_STREAM && m->center_stream));
     if (bias) param(m, &nm->bias, &nm->dbias, width, 1, 0, INIT_ZEROS, 0, tname(buf, prefix, ".bias"));
 }
 
@@ -457,7 +458,8 @@ static void block_backward(GPT *m, int l, int B, int T) {
           matmul_backward(m->dfch_act, b->fc_proj.dw, b->fc_proj.db, m->dres, a->fch_act, b->fc_proj.w, N, m->F, S));
     if (m->swiglu) TIMED("swiglu (bwd)", 0, swiglu_backward(m->dfch, m->dfch_act, a->fch, N, m->F));
     else TIMED("gelu (bwd)", 0, gelu_backward(m->dfch, a->fch, m->dfch_act, (size_t)N * m->F));
-    TIMED("matmul fc (bwd)", 4 * n * S * FC, matmul_backward(m->dC, b->fc.dw, b->fc.db, m->dfch, ffn_in, b->fc.w, N, S, FC));
+    TIMED("matmul fc (bwd)", 4 * n * S * FC,
+          matmul_backward(m->dC, b->fc.dw, b->fc.db, m->dfch, ffn_in, b->fc.w, N, S, FC));
     if (p->ffn_from_norm) {  // the residual carried N2(h): its gradient joins the FFN's, then crosses N2
         add_into(m->dC, m->dres, NS);
         memset(m->dres, 0, NS * sizeof(real));
@@ -530,14 +532,16 @@ void gpt_forward_pass(const GPT *m, ForwardActs *f, const int *inputs, int B, in
         TIMED("norm (fwd)", 0, norm_forward(&m->lnf, f->lnf_out, f->lnf_stats, head_in, N, S));
         head_in = f->lnf_out;
     }
-    TIMED("matmul lm_head (fwd)", 2.0 * N * S * m->V, linear_forward(at, f->logits, NULL, head_in, &m->lm_head, N, S, m->V));
+    TIMED("matmul lm_head (fwd)", 2.0 * N * S * m->V,
+          linear_forward(at, f->logits, NULL, head_in, &m->lm_head, N, S, m->V));
 }
 
 static const Attention FULL_ATTENTION = {.mode = ATTN_FULL};
 
 double gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
     int N = B * T;
-    if (B > m->maxB || T > m->seqT) die(1, "internal: forward of (%d,%d) exceeds buffers (%d,%d)", B, T, m->maxB, m->seqT);
+    if (B > m->maxB || T > m->seqT)
+        die(1, "internal: forward of (%d,%d) exceeds buffers (%d,%d)", B, T, m->maxB, m->seqT);
     gpt_forward_pass(m, &m->fwd, inputs, B, T, &FULL_ATTENTION);
     if (!targets) return 0;
     TIMED("softmax + loss (fwd)", 0, crossentropy_forward(m->losses, m->fwd.logits, targets, N, m->V));
@@ -551,7 +555,8 @@ void gpt_backward(GPT *m, const int *inputs, const int *targets, int B, int T, r
     if (!m->grads) die(1, "internal: backward of a model built for inference");
     const real *top = gpt_block_input(m, m->L);
     TIMED("matmul lm_head + loss (bwd)", 4.0 * N * S * m->V,
-          classifier_backward(m->dC, m->lm_head.dw, m->lm_head.db, m->fwd.logits, m->has_final_norm ? m->fwd.lnf_out : top,
+          classifier_backward(m->dC, m->lm_head.dw, m->lm_head.db, m->fwd.logits,
+                              m->has_final_norm ? m->fwd.lnf_out : top,
                               m->lm_head.w, targets, dloss_scale, N, S, m->V));
     if (m->has_final_norm) {
         memset(m->dres, 0, (size_t)N * S * sizeof(real));

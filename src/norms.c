@@ -330,35 +330,35 @@ void qkvnorm_backward(real *dqkv, real *dgq, real *dgk, real *dgv, const real *d
 // ---------------------------------------------------------------------------------------------
 // The operator table: each row's forward/backward adapt the Norm's parameters to the kernel's.
 
-static void layernorm_fwd(const Norm *nm, real *out, real *stats, const real *inp, int N, int C) {
-    layernorm_forward(out, stats, inp, nm->weight, nm->bias, nm->eps, N, C);
+static void layernorm_fwd(const Norm *nm, real *y, real *stats, const real *x, int N, int C) {
+    layernorm_forward(y, stats, x, nm->weight, nm->bias, nm->eps, N, C);
 }
-static void layernorm_bwd(const Norm *nm, real *dinp, const real *dout, const real *inp, const real *stats, int N, int C) {
-    layernorm_backward(dinp, nm->dweight, nm->dbias, dout, inp, stats, nm->weight, N, C);
+static void layernorm_bwd(const Norm *nm, real *dx, const real *dy, const real *x, const real *stats, int N, int C) {
+    layernorm_backward(dx, nm->dweight, nm->dbias, dy, x, stats, nm->weight, N, C);
 }
-static void rmsnorm_fwd(const Norm *nm, real *out, real *stats, const real *inp, int N, int C) {
-    rmsnorm_forward(out, stats, inp, nm->weight, nm->bias, nm->eps, N, C);
+static void rmsnorm_fwd(const Norm *nm, real *y, real *stats, const real *x, int N, int C) {
+    rmsnorm_forward(y, stats, x, nm->weight, nm->bias, nm->eps, N, C);
 }
-static void rmsnorm_bwd(const Norm *nm, real *dinp, const real *dout, const real *inp, const real *stats, int N, int C) {
-    rmsnorm_backward(dinp, nm->dweight, nm->dbias, dout, inp, stats, nm->weight, N, C);
+static void rmsnorm_bwd(const Norm *nm, real *dx, const real *dy, const real *x, const real *stats, int N, int C) {
+    rmsnorm_backward(dx, nm->dweight, nm->dbias, dy, x, stats, nm->weight, N, C);
 }
-static void crmsnorm_fwd(const Norm *nm, real *out, real *stats, const real *inp, int N, int C) {
-    crmsnorm_forward(out, stats, inp, nm->eps, N, C);
+static void crmsnorm_fwd(const Norm *nm, real *y, real *stats, const real *x, int N, int C) {
+    crmsnorm_forward(y, stats, x, nm->eps, N, C);
 }
-static void crmsnorm_bwd(const Norm *nm, real *dinp, const real *dout, const real *inp, const real *stats, int N, int C) {
-    crmsnorm_backward(dinp, dout, inp, stats, N, C);
+static void crmsnorm_bwd(const Norm *nm, real *dx, const real *dy, const real *x, const real *stats, int N, int C) {
+    crmsnorm_backward(dx, dy, x, stats, N, C);
 }
-static void dyt_fwd(const Norm *nm, real *out, real *stats, const real *inp, int N, int C) {
-    dyt_forward(out, inp, nm->scale, nm->weight, nm->bias, N, C);
+static void dyt_fwd(const Norm *nm, real *y, real *stats, const real *x, int N, int C) {
+    dyt_forward(y, x, nm->scale, nm->weight, nm->bias, N, C);
 }
-static void dyt_bwd(const Norm *nm, real *dinp, const real *dout, const real *inp, const real *stats, int N, int C) {
-    dyt_backward(dinp, nm->dscale, nm->dweight, nm->dbias, dout, inp, nm->scale, nm->weight, N, C);
+static void dyt_bwd(const Norm *nm, real *dx, const real *dy, const real *x, const real *stats, int N, int C) {
+    dyt_backward(dx, nm->dscale, nm->dweight, nm->dbias, dy, x, nm->scale, nm->weight, N, C);
 }
-static void bhyt_fwd(const Norm *nm, real *out, real *stats, const real *inp, int N, int C) {
-    bhyt_forward(out, stats, inp, nm->scale, nm->weight, nm->kappa, nm->eps, N, C);
+static void bhyt_fwd(const Norm *nm, real *y, real *stats, const real *x, int N, int C) {
+    bhyt_forward(y, stats, x, nm->scale, nm->weight, nm->kappa, nm->eps, N, C);
 }
-static void bhyt_bwd(const Norm *nm, real *dinp, const real *dout, const real *inp, const real *stats, int N, int C) {
-    bhyt_backward(dinp, nm->dscale, nm->dweight, dout, inp, stats, nm->scale, nm->weight, nm->kappa, N, C);
+static void bhyt_bwd(const Norm *nm, real *dx, const real *dy, const real *x, const real *stats, int N, int C) {
+    bhyt_backward(dx, nm->dscale, nm->dweight, dy, x, stats, nm->scale, nm->weight, nm->kappa, N, C);
 }
 
 #define INIT(field) offsetof(Config, field)
