@@ -13,28 +13,17 @@ void encoder_forward(real *out, const int *tokens, const real *wte, const real *
     }
 }
 
-// dst[rows[n]] += scale * src[n] for n in order, in parallel over blocks of channels: tokens that
-// share a row add into it in the same order for any thread count.
+// dst[rows[n]] += scale * src[n] for n in order (rows NULL: every n into row 0, i.e. the column sums
+// of src), in parallel over blocks of channels: tokens that share a row add into it in the same
+// order for any thread count.
 static void scatter_add_rows(real *dst, const real *src, const int *rows, int N, int C, real scale) {
     #pragma omp parallel for
     for (int c0 = 0; c0 < C; c0 += CHANNEL_BLOCK) {
         int c1 = c0 + CHANNEL_BLOCK < C ? c0 + CHANNEL_BLOCK : C;
         for (int n = 0; n < N; n++) {
-            real *d = dst + (size_t)rows[n] * C;
+            real *d = dst + (rows ? (size_t)rows[n] * C : 0);
             const real *g = src + (size_t)n * C;
             for (int c = c0; c < c1; c++) d[c] += scale * g[c];
-        }
-    }
-}
-
-// dst (C) += scale * sum over the N rows of src (N,C), in the same fixed order.
-static void add_column_sums(real *dst, const real *src, int N, int C, real scale) {
-    #pragma omp parallel for
-    for (int c0 = 0; c0 < C; c0 += CHANNEL_BLOCK) {
-        int c1 = c0 + CHANNEL_BLOCK < C ? c0 + CHANNEL_BLOCK : C;
-        for (int n = 0; n < N; n++) {
-            const real *g = src + (size_t)n * C;
-            for (int c = c0; c < c1; c++) dst[c] += scale * g[c];
         }
     }
 }
@@ -71,7 +60,7 @@ void matmul_backward(real *dinp, real *dweight, real *dbias, const real *dout, c
     if (dinp)
         cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1, dout, OC, weight, IC, 0, dinp, IC);
     cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1, dout, OC, inp, IC, 1, dweight, IC);
-    if (dbias) add_column_sums(dbias, dout, N, OC, 1);
+    if (dbias) scatter_add_rows(dbias, dout, NULL, N, OC, 1);
 }
 
 // Columns, inside one token's qkv row, of query head h and of the kv head it reads.
@@ -299,7 +288,7 @@ void classifier_backward(real *dinp, real *dweight, real *dbias, const real *pro
     cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, N, dloss, probs, V, inp, C, 1, dweight, C);
     scatter_add_rows(dweight, inp, targets, N, C, -dloss);
     if (!dbias) return;
-    add_column_sums(dbias, probs, N, V, dloss);
+    scatter_add_rows(dbias, probs, NULL, N, V, dloss);
     for (int n = 0; n < N; n++) dbias[targets[n]] -= dloss;
 }
 
