@@ -9,13 +9,11 @@
 #include "trainer.h"
 #include <string.h>
 
-// Build the model of a command that does not train: no optimizer state is allocated.
-static void build_untrained(GPT *m, const Config *cfg) { gpt_build(m, cfg); }
-
-// The model `cfg` describes, with the weights of checkpoint `path`; its run
-// state into st unless NULL.
-static void load_untrained(GPT *m, const Config *cfg, const char *path, RunState *st) {
-    build_untrained(m, cfg);
+// The model `cfg` describes, for a command that does not train (no gradients, no optimizer state;
+// forward activations for (B,T), none when 0), with the weights of checkpoint `path`; its run state
+// into st unless NULL.
+static void load_untrained(GPT *m, const Config *cfg, const char *path, RunState *st, int B, int T) {
+    gpt_build_inference(m, cfg, B, T);
     checkpoint_load_weights(path, m, st);
 }
 
@@ -56,7 +54,7 @@ int convert_command(const Args *args) {
     const char *windows = verification_inputs(&cfg, inputs, targets);
     GPT src, dst;
     RunState st;
-    load_untrained(&src, &cfg, path, &st);
+    load_untrained(&src, &cfg, path, &st, B, T);
     convert_model(&src, &cfg, args->convert_kind, &dst, &out_cfg);
     double diff = max_rel_logit_diff(&src, &dst, inputs, B, T);
     printf("%s (pre-ln, %zu parameters) -> %s (%s, %zu parameters, stream width %d)\n", path, src.n_params,
@@ -75,13 +73,12 @@ int convert_command(const Args *args) {
 
 int generate_command(const Args *args, Config *cfg) {
     int threads = use_threads(cfg);
-    cfg->batch_size = 1;  // the decoder keeps its own buffers: the forward's, sized from the batch, go unused
-    GPT m;
+    GPT m;  // the decoder keeps its own buffers: the model needs no forward activations
     if (args->generate_from_config) {
-        build_untrained(&m, cfg);
+        gpt_build_inference(&m, cfg, 0, 0);
         gpt_init(&m, (uint64_t)cfg->seed);
     } else {
-        load_untrained(&m, cfg, args->generate_path, NULL);
+        load_untrained(&m, cfg, args->generate_path, NULL, 0, 0);
     }
     Tokenizer tok;
     tokenizer_load(&tok, cfg->tokenizer, cfg->vocab_size);
@@ -106,7 +103,7 @@ int probe_command(const char *run_dir) {
     use_threads(&cfg);
     GPT m;
     RunState st;
-    load_untrained(&m, &cfg, path, &st);
+    load_untrained(&m, &cfg, path, &st, (int)cfg.batch_size, (int)cfg.seq_len);
     Validation val;
     validation_open(&val, &cfg);
     double *skipped = xcalloc(m.L, sizeof(double));

@@ -18,9 +18,30 @@ typedef struct {
     const char *choices;  // "a|b|c" for strings with a fixed set of values, else NULL
 } ConfigKey;
 
-#define NORM_NAMES "layernorm|rmsnorm|crmsnorm|dyt|bhyt"
-#define PLACEMENT_PRESETS "pre|post|mix|hybrid|hybrid_star|bhyt|bhyt_star"
-#define BLOCK_PLACEMENTS "pre|post|hybrid|hybrid_star|bhyt|bhyt_star"
+// The names model.norm, model.final_norm, model.placement and model.blocks take: the rows of the
+// norm and placement tables, joined by names_from_tables() before the first use.
+static char NORM_NAMES[256], FINAL_NORM_NAMES[256], BLOCK_PLACEMENTS[256], PLACEMENT_PRESETS[256];
+
+static void append_name(char *list, const char *name) {
+    size_t n = strlen(list);
+    snprintf(list + n, 256 - n, "%s%s", n ? "|" : "", name);
+}
+
+static void names_from_tables(void) {
+    if (NORM_NAMES[0]) return;
+    append_name(FINAL_NORM_NAMES, "auto");
+    append_name(FINAL_NORM_NAMES, "none");
+    for (int k = 0; k < NORM_KINDS; k++) {
+        append_name(NORM_NAMES, NORM_OPS[k].name);
+        append_name(FINAL_NORM_NAMES, NORM_OPS[k].name);
+    }
+    for (int p = 0; p < PLACEMENTS_COUNT; p++) {
+        append_name(BLOCK_PLACEMENTS, PLACEMENTS[p].name);
+        append_name(PLACEMENT_PRESETS, PLACEMENTS[p].name);
+    }
+    append_name(PLACEMENT_PRESETS, "mix");  // post for the first K blocks, pre for the rest
+}
+
 #define F(field) offsetof(Config, field)
 #define BIG 1e18
 static const ConfigKey KEYS[] = {
@@ -34,7 +55,7 @@ static const ConfigKey KEYS[] = {
     {"model.head_bias",          KEY_BOOL,   F(head_bias),          "false", 0, 1, NULL},
     {"model.placement",          KEY_STRING, F(placement),          "pre",   0, 0, PLACEMENT_PRESETS},
     {"model.norm",               KEY_STRING, F(norm),               "layernorm", 0, 0, NORM_NAMES},
-    {"model.final_norm",         KEY_STRING, F(final_norm),         "auto",  0, 0, "auto|none|" NORM_NAMES},
+    {"model.final_norm",         KEY_STRING, F(final_norm),         "auto",  0, 0, FINAL_NORM_NAMES},
     {"model.mix_ratio",          KEY_FLOAT,  F(mix_ratio),          "0.25",  0, 1, NULL},
     {"model.mix_post_layers",    KEY_INT,    F(mix_post_layers),    "-1",    -1, MAX_LAYERS, NULL},
     {"model.norm_eps",           KEY_FLOAT,  F(norm_eps),           "1e-5",  0, 1, NULL},
@@ -111,6 +132,7 @@ static int in_choices(const char *choices, const char *value) {
 }
 
 static void set_string(Config *c, const ConfigKey *k, const char *value, const char *source) {
+    names_from_tables();
     if (strlen(value) >= CONFIG_STR)
         die(EXIT_CONFIG, "%s: %s is longer than %d characters", source, k->name, CONFIG_STR - 1);
     if (k->choices && !in_choices(k->choices, value))
@@ -168,24 +190,28 @@ static void set_from_json(Config *c, const ConfigKey *k, const cJSON *item, cons
 
 // model.blocks: an array of {"placement": P, "norm": N}; a missing norm means model.norm.
 static void set_blocks(Config *c, const cJSON *array, const char *source) {
+    names_from_tables();
     if (!cJSON_IsArray(array) || cJSON_GetArraySize(array) < 1 || cJSON_GetArraySize(array) > MAX_LAYERS)
         die(EXIT_CONFIG, "%s: model.blocks must be an array of 1 to %d block objects", source, MAX_LAYERS);
     c->n_blocks = 0;
     for (const cJSON *b = array->child; b; b = b->next, c->n_blocks++) {
         BlockSpec *spec = &c->blocks[c->n_blocks];
-        memset(spec, 0, sizeof *spec);
+        int placement = -1;
+        spec->norm = NORM_NONE;
         if (!cJSON_IsObject(b)) die(EXIT_CONFIG, "%s: model.blocks[%d] must be an object", source, c->n_blocks);
         for (const cJSON *item = b->child; item; item = item->next) {
             int is_placement = !strcmp(item->string, "placement"), is_norm = !strcmp(item->string, "norm");
             if (!is_placement && !is_norm)
                 die(EXIT_CONFIG, "%s: unknown key model.blocks[%d].%s", source, c->n_blocks, item->string);
-            const char *allowed = is_placement ? BLOCK_PLACEMENTS : NORM_NAMES;
-            if (!cJSON_IsString(item) || !in_choices(allowed, item->valuestring))
+            const char *name = cJSON_IsString(item) ? item->valuestring : "";
+            int found = is_placement ? (placement = placement_by_name(name)) >= 0
+                                     : (spec->norm = norm_by_name(name)) != NORM_NONE;
+            if (!found)
                 die(EXIT_CONFIG, "%s: model.blocks[%d].%s must be one of %s", source, c->n_blocks, item->string,
-                    allowed);
-            strcpy(is_placement ? spec->placement : spec->norm, item->valuestring);
+                    is_placement ? BLOCK_PLACEMENTS : NORM_NAMES);
         }
-        if (!spec->placement[0]) die(EXIT_CONFIG, "%s: model.blocks[%d] needs a placement", source, c->n_blocks);
+        if (placement < 0) die(EXIT_CONFIG, "%s: model.blocks[%d] needs a placement", source, c->n_blocks);
+        spec->placement = (Placement)placement;
     }
 }
 
@@ -255,47 +281,50 @@ void config_apply_override(Config *c, const char *assignment) {
 static void resolve_blocks(Config *c) {
     int L = (int)c->n_layer;
     if (c->n_blocks == 0) {
-        const char *preset = c->placement;
-        int n_post = 0;
-        if (!strcmp(preset, "mix")) {
+        int mix = !strcmp(c->placement, "mix"), n_post = 0;
+        if (mix) {
             n_post = c->mix_post_layers >= 0 ? (int)c->mix_post_layers : (int)floor(c->mix_ratio * L);
             REQUIRE(n_post <= L, "model.mix_post_layers (%d) exceeds model.n_layer (%d)", n_post, L);
         }
         for (int l = 0; l < L; l++) {
-            const char *p = preset;
-            if (!strcmp(preset, "mix")) p = l < n_post ? "post" : "pre";
-            if (!strcmp(preset, "hybrid_star")) p = l == 0 ? "hybrid_star" : "hybrid";
-            snprintf(c->blocks[l].placement, CONFIG_NAME, "%.15s", p);
-            c->blocks[l].norm[0] = '\0';
+            Placement p;
+            if (mix) p = l < n_post ? PLACE_POST : PLACE_PRE;
+            else p = (Placement)placement_by_name(c->placement);  // a table name: checked when it was set
+            c->blocks[l] = (BlockSpec){.placement = l == 0 ? p : PLACEMENTS[p].preset_rest, .norm = NORM_NONE};
         }
         c->n_blocks = L;
     }
     REQUIRE(c->n_blocks == L, "model.blocks has %d entries but model.n_layer is %d", c->n_blocks, L);
-    int n_crms = 0;
+    // A compressed stream is one operator's (crmsnorm's) for the whole model, final norm included.
+    int n_compressed = 0;
+    const char *compressed = NULL;
     for (int l = 0; l < L; l++) {
         BlockSpec *b = &c->blocks[l];
-        if (!b->norm[0]) snprintf(b->norm, CONFIG_NAME, "%.15s", c->norm);
-        int bhyt_place = !strcmp(b->placement, "bhyt") || !strcmp(b->placement, "bhyt_star");
-        REQUIRE(!bhyt_place || !strcmp(b->norm, "bhyt"), "model.blocks[%d]: placement %s needs norm bhyt", l,
-                b->placement);
-        if (!strcmp(b->norm, "crmsnorm")) {
-            n_crms++;
-            REQUIRE(!strcmp(b->placement, "pre"), "model.blocks[%d]: crmsnorm works only with placement pre", l);
+        if (b->norm == NORM_NONE) b->norm = norm_by_name(c->norm);
+        const PlacementSpec *p = &PLACEMENTS[b->placement];
+        const NormOp *op = &NORM_OPS[b->norm];
+        const char *why = placement_refuses(b->placement, b->norm);
+        REQUIRE(!why, "model.blocks[%d]: %s", l, why);
+        if (op->compresses_stream) {
+            n_compressed++;
+            compressed = op->name;
         }
-        REQUIRE(!c->center_stream || (!strcmp(b->placement, "pre") && !strcmp(b->norm, "rmsnorm")),
-                "model.center_stream needs every block to be pre with rmsnorm (block %d is %s/%s)", l, b->placement,
-                b->norm);
+        REQUIRE(!c->center_stream || (p->zero_mean_stream && b->norm == NORM_RMSNORM),
+                "model.center_stream needs every block to be pre with rmsnorm (block %d is %s/%s)", l, p->name,
+                op->name);
     }
-    REQUIRE(n_crms == 0 || n_crms == L, "model.blocks: crmsnorm compresses the whole residual stream, so every "
-            "block must use it (%d of %d do)", n_crms, L);
-    REQUIRE(!n_crms || !strcmp(c->final_norm, "auto") || !strcmp(c->final_norm, "crmsnorm"),
-            "model.final_norm must be crmsnorm (or auto) in a crmsnorm model");
-    REQUIRE(n_crms || strcmp(c->final_norm, "crmsnorm"), "model.final_norm = crmsnorm needs crmsnorm blocks");
+    REQUIRE(n_compressed == 0 || n_compressed == L, "model.blocks: %s compresses the whole residual stream, so "
+            "every block must use it (%d of %d do)", compressed, n_compressed, L);
     if (!strcmp(c->final_norm, "auto")) {  // BHyT's released runs end in an RMSNorm unless a final lambda is set
-        int bhyt_final = strcmp(c->norm, "bhyt") || c->bhyt_final_lambda > 0;
-        snprintf(c->final_norm, CONFIG_STR, "%s", n_crms ? "crmsnorm" : bhyt_final ? c->norm : "rmsnorm");
+        int bhyt_final = norm_by_name(c->norm) != NORM_BHYT || c->bhyt_final_lambda > 0;
+        snprintf(c->final_norm, CONFIG_STR, "%s", compressed ? compressed : bhyt_final ? c->norm : "rmsnorm");
     }
-    REQUIRE(strcmp(c->final_norm, "bhyt") || c->bhyt_final_lambda > 0,
+    c->final_kind = norm_by_name(c->final_norm);  // NORM_NONE for "none"
+    REQUIRE(!compressed || !strcmp(c->final_norm, compressed),
+            "model.final_norm must be %s (or auto) in a %s model", compressed, compressed);
+    REQUIRE(compressed || c->final_kind == NORM_NONE || !NORM_OPS[c->final_kind].compresses_stream,
+            "model.final_norm = %s needs %s blocks", c->final_norm, c->final_norm);
+    REQUIRE(c->final_kind != NORM_BHYT || c->bhyt_final_lambda > 0,
             "model.final_norm = bhyt needs model.bhyt_final_lambda > 0 (its initial lambda)");
 }
 
@@ -341,7 +370,7 @@ const char *config_first_difference(const Config *a, const Config *b) {
     }
     if (a->n_blocks != b->n_blocks) return "model.blocks";
     for (int l = 0; l < a->n_blocks; l++)
-        if (strcmp(a->blocks[l].placement, b->blocks[l].placement) || strcmp(a->blocks[l].norm, b->blocks[l].norm))
+        if (a->blocks[l].placement != b->blocks[l].placement || a->blocks[l].norm != b->blocks[l].norm)
             return "model.blocks";
     return NULL;
 }
@@ -368,8 +397,8 @@ char *config_to_json(const Config *c) {
         cJSON *blocks = cJSON_AddArrayToObject(cJSON_GetObjectItemCaseSensitive(root, "model"), "blocks");
         for (int l = 0; l < c->n_blocks; l++) {
             cJSON *b = cJSON_CreateObject();
-            cJSON_AddStringToObject(b, "placement", c->blocks[l].placement);
-            cJSON_AddStringToObject(b, "norm", c->blocks[l].norm);
+            cJSON_AddStringToObject(b, "placement", PLACEMENTS[c->blocks[l].placement].name);
+            if (c->blocks[l].norm != NORM_NONE) cJSON_AddStringToObject(b, "norm", NORM_OPS[c->blocks[l].norm].name);
             cJSON_AddItemToArray(blocks, b);
         }
     }

@@ -3,13 +3,16 @@
 #ifndef NORMGPT_CONFIG_H
 #define NORMGPT_CONFIG_H
 
+#include "placement.h"
+
 #define CONFIG_STR 256
-#define CONFIG_NAME 16
 #define MAX_LAYERS 1024
 #define MAX_OUTLIER_WINDOW 1000
 
-// One block's normalization: where (placement) and which operator (norm).
-typedef struct { char placement[CONFIG_NAME], norm[CONFIG_NAME]; } BlockSpec;
+// One block's normalization: where (placement) and which operator (norm), rows of the tables in
+// placement.h and norms.h. Names are resolved when the config is read; norm is NORM_NONE until
+// config_validate fills it from model.norm.
+typedef struct { Placement placement; NormKind norm; } BlockSpec;
 
 typedef struct {
     // model
@@ -22,6 +25,7 @@ typedef struct {
     // model.blocks: per-block table; empty until given or expanded from the preset by config_validate
     int n_blocks;
     BlockSpec blocks[MAX_LAYERS];
+    NormKind final_kind;  // model.final_norm resolved by config_validate: NORM_NONE for none
     // train
     long batch_size, seq_len, total_batch_tokens, steps, warmup_steps, seed, threads, outlier_window;
     int recompute;
@@ -46,8 +50,8 @@ void config_apply_json(Config *c, const char *json_text, const char *source);
 void config_load_file(Config *c, const char *path);
 // Apply one `section.key=value` override from the command line.
 void config_apply_override(Config *c, const char *assignment);
-// Check ranges and cross-key constraints, and expand the model.placement preset into model.blocks
-// when no table was given; exits 2 naming the key on the first violation.
+// Check ranges and cross-key constraints, expand the model.placement preset into model.blocks
+// when no table was given, and resolve model.final_norm; exits 2 naming the key on the first violation.
 void config_validate(Config *c);
 // The resolved config as pretty JSON (caller frees).
 char *config_to_json(const Config *c);

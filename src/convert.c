@@ -2,19 +2,19 @@
 #include <math.h>
 #include <string.h>
 
-static const char *const KIND_NAMES[] = {"rmsnorm", "crmsnorm"};
+static const NormKind KINDS[] = {NORM_RMSNORM, NORM_CRMSNORM};
 
 const char *convert_unsupported(const Config *cfg) {
     static char why[128];
     for (int l = 0; l < cfg->n_layer; l++) {
         const BlockSpec *b = &cfg->blocks[l];
-        if (strcmp(b->placement, "pre") || strcmp(b->norm, "layernorm")) {
-            snprintf(why, sizeof why, "block %d is %s/%s", l, b->placement, b->norm);
+        if (b->placement != PLACE_PRE || b->norm != NORM_LAYERNORM) {
+            snprintf(why, sizeof why, "block %d is %s/%s", l, PLACEMENTS[b->placement].name, NORM_OPS[b->norm].name);
             return why;
         }
     }
     // (model.center_stream needs rmsnorm blocks, so it is off here.)
-    if (strcmp(cfg->final_norm, "layernorm")) {
+    if (cfg->final_kind != NORM_LAYERNORM) {
         snprintf(why, sizeof why, "the final norm is %.64s", cfg->final_norm);
         return why;
     }
@@ -79,15 +79,15 @@ void convert_model(const GPT *src, const Config *src_cfg, ConvertKind kind, GPT 
     const char *why = convert_unsupported(src_cfg);
     if (why) die(1, "internal: converting a model that is not Pre-LN (%s)", why);
     *dst_cfg = *src_cfg;
-    const char *name = KIND_NAMES[kind];
-    snprintf(dst_cfg->placement, CONFIG_STR, "pre");
+    const char *name = NORM_OPS[KINDS[kind]].name;
+    snprintf(dst_cfg->placement, CONFIG_STR, "%s", PLACEMENTS[PLACE_PRE].name);
     snprintf(dst_cfg->norm, CONFIG_STR, "%s", name);
     snprintf(dst_cfg->final_norm, CONFIG_STR, "%s", name);
-    for (int l = 0; l < src->L; l++) snprintf(dst_cfg->blocks[l].norm, CONFIG_NAME, "%s", name);
+    for (int l = 0; l < src->L; l++) dst_cfg->blocks[l].norm = KINDS[kind];
     dst_cfg->tie_embeddings = 0;
     dst_cfg->head_bias = src_cfg->head_bias || src->lnf.bias != NULL;
     config_validate(dst_cfg);
-    gpt_build(dst, dst_cfg);
+    gpt_build_inference(dst, dst_cfg, src->maxB, src->seqT);
 
     int d = src->C, S = dst->S, compress = kind == CONVERT_CRMSNORM;
     int QKV = (src->H + 2 * src->Hkv) * src->hs, FC = src->swiglu ? 2 * src->F : src->F;
@@ -113,8 +113,8 @@ double max_rel_logit_diff(GPT *a, GPT *b, const int *inputs, int B, int T) {
     gpt_forward(b, inputs, NULL, B, T);
     double diff = 0, scale = 0;
     for (size_t i = 0; i < (size_t)B * T * a->V; i++) {
-        diff = fmax(diff, fabs((double)a->logits[i] - b->logits[i]));
-        scale = fmax(scale, fabs((double)a->logits[i]));
+        diff = fmax(diff, fabs((double)a->fwd.logits[i] - b->fwd.logits[i]));
+        scale = fmax(scale, fabs((double)a->fwd.logits[i]));
     }
     return diff / scale;
 }

@@ -1,5 +1,5 @@
 // Turning a trained Pre-LN model into an equivalent Pre-RMSNorm or Pre-CRMSNorm model (Jiang et al.,
-// arXiv 2305.14858; the math is ../shared/research/norms.md sections 2.3 and 2.4).
+// arXiv 2305.14858; the math is in docs/norms.md, "Converting Pre-LN").
 //
 // Every reader of the residual stream in Pre-LN sits behind a LayerNorm, which ignores the stream's
 // mean. So centring everything that writes into the stream changes no output, and on the zero-mean
@@ -20,7 +20,8 @@ const char *convert_unsupported(const Config *cfg);
 // Build `dst` (with its validated config `dst_cfg`) as the `kind` model computing the same logits as
 // the Pre-LN model `src`. The converted layout depends only on the source config: the LM head is
 // always untied (a tied head survives the centring of wte only behind an identity final affine, which
-// training never leaves), and has a bias whenever the final LayerNorm has one.
+// training never leaves), and has a bias whenever the final LayerNorm has one. `dst` is an inference
+// build (no gradients) with forward activations the size of src's.
 void convert_model(const GPT *src, const Config *src_cfg, ConvertKind kind, GPT *dst, Config *dst_cfg);
 // max |logits of a - logits of b| / max |logits of a| over a forward of both models on inputs (B,T).
 double max_rel_logit_diff(GPT *a, GPT *b, const int *inputs, int B, int T);

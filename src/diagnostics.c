@@ -3,34 +3,30 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #define TANH_SATURATED 0.95
 
+// Every per-block series: its JSON name and where Diagnostics holds it, in the order written.
+#define SERIES(name) {#name, offsetof(Diagnostics, name)}
+static const struct { const char *name; size_t offset; } SERIES_TABLE[] = {
+    SERIES(grad_norm), SERIES(ffn_grad_norm), SERIES(rms), SERIES(var), SERIES(angle), SERIES(scale1),
+    SERIES(scale2), SERIES(sat1), SERIES(sat2), SERIES(ms_approx), SERIES(ms_actual),
+};
+#undef SERIES
+#define N_SERIES (sizeof SERIES_TABLE / sizeof SERIES_TABLE[0])
+
+static double **series(Diagnostics *d, size_t i) { return (double **)((char *)d + SERIES_TABLE[i].offset); }
+
 void diag_init(Diagnostics *d, const GPT *m) {
     memset(d, 0, sizeof *d);
     d->L = m->L;
-    d->block_begin = xcalloc(m->L, sizeof(size_t));
-    d->block_end = xcalloc(m->L, sizeof(size_t));
-    double **fields[] = {&d->grad_norm, &d->ffn_grad_norm, &d->rms, &d->var, &d->angle, &d->scale1, &d->scale2,
-                         &d->sat1, &d->sat2, &d->ms_approx, &d->ms_actual};
-    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) *fields[i] = xcalloc(m->L, sizeof(double));
-    // Each block's tensors are stored contiguously and named h.<l>.*, in block order.
-    for (int i = 0; i < m->n_tensors; i++) {
-        const ParamTensor *t = &m->tensors[i];
-        int l;
-        if (sscanf(t->name, "h.%d.", &l) != 1) continue;
-        if (d->block_end[l] == 0) d->block_begin[l] = t->offset;
-        d->block_end[l] = t->offset + t->size;
-    }
+    for (size_t i = 0; i < N_SERIES; i++) *series(d, i) = xcalloc(m->L, sizeof(double));
 }
 
 void diag_free(Diagnostics *d) {
-    double *fields[] = {d->grad_norm, d->ffn_grad_norm, d->rms, d->var, d->angle, d->scale1, d->scale2,
-                        d->sat1, d->sat2, d->ms_approx, d->ms_actual};
-    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) free(fields[i]);
-    free(d->block_begin);
-    free(d->block_end);
+    for (size_t i = 0; i < N_SERIES; i++) free(*series(d, i));
     memset(d, 0, sizeof *d);
 }
 
@@ -38,12 +34,14 @@ void diag_free(Diagnostics *d) {
 // |tanh(k * x * r)| > t  <=>  |k * x * r| > atanh(t), with k = alpha (DyT, r = 1) or lambda / kappa and
 // r = the row's saved rstd, r_row[n * r_stride] (BHyT). NaN for the other norms, which have no tanh.
 static double saturation(const Norm *nm, const real *inp, const real *r_row, int r_stride, int N, int S) {
-    if (nm->kind != NORM_DYT && nm->kind != NORM_BHYT) return NAN;
-    double k = nm->kind == NORM_DYT ? nm->scale[0] : nm->scale[0] / nm->kappa, limit = atanh(TANH_SATURATED);
+    const NormOp *op = &NORM_OPS[nm->kind];
+    if (!op->tanh) return NAN;
+    int rstd = op->tanh_rstd;
+    double k = rstd ? nm->scale[0] / nm->kappa : nm->scale[0], limit = atanh(TANH_SATURATED);
     long count = 0;
     #pragma omp parallel for reduction(+:count)
     for (int n = 0; n < N; n++) {
-        double kr = fabs(k * (nm->kind == NORM_DYT ? 1.0 : r_row[(size_t)n * r_stride]));
+        double kr = fabs(k * (rstd ? r_row[(size_t)n * r_stride] : 1.0));
         const real *x = inp + (size_t)n * S;
         for (int c = 0; c < S; c++) count += fabs((double)x[c]) * kr > limit;
     }
@@ -95,53 +93,44 @@ void diag_compute(Diagnostics *d, const GPT *m, int B, int T) {
     int N = B * T, S = m->S, FC = m->swiglu ? 2 * m->F : m->F;
     for (int l = 0; l < m->L; l++) {
         const Block *b = &m->blocks[l];
-        const BlockActs *a = &m->acts[l];
+        const PlacementSpec *p = b->place;
+        const BlockActs *a = &m->fwd.blocks[l];
         const real *x = gpt_block_input(m, l);
-        d->grad_norm[l] = l2_norm(m->grads + d->block_begin[l], d->block_end[l] - d->block_begin[l]);
+        d->grad_norm[l] = l2_norm(m->grads + b->param_begin, b->param_end - b->param_begin);
         double fc = l2_norm(b->fc.dw, (size_t)FC * S), proj = l2_norm(b->fc_proj.dw, (size_t)S * m->F);
         d->ffn_grad_norm[l] = sqrt(fc * fc + proj * proj);
         hidden_state_stats(&d->rms[l], &d->var[l], &d->angle[l], x, a->out, N, S);
         // Site 1 normalizes x (before attention) or x + attention (post); site 2 h or h + FFN.
         // Their BHyT rstd is the first of two stats per row; at BHyT's shared site, the only one.
-        int site1 = b->attn_in_norm || b->attn_post_norm, site2 = b->ffn_in_norm || b->ffn_post_norm;
+        int site1 = p->attn_in_norm || p->attn_post_norm, site2 = p->ffn_in_norm || p->ffn_post_norm;
         d->scale1[l] = site1 ? norm_scale(&b->n1) : NAN;
         d->scale2[l] = site2 ? norm_scale(&b->n2) : NAN;
         // With train.recompute the blocks share one set of saved tensors (block 0's after the backward):
         // only the block outputs are each block's own, so the site statistics are not available.
         site1 &= !m->recompute;
         site2 &= !m->recompute;
-        d->sat1[l] = !site1 ? NAN : b->attn_in_norm ? saturation(&b->n1, x, a->n1_stats, 2, N, S)
+        d->sat1[l] = !site1 ? NAN : p->attn_in_norm ? saturation(&b->n1, x, a->n1_stats, 2, N, S)
                                                     : saturation(&b->n1, a->res_attn, a->h_stats, 2, N, S);
-        d->sat2[l] = !site2 ? NAN : b->ffn_post_norm ? saturation(&b->n2, a->res_ffn, a->out_stats, 2, N, S)
-                                                     : saturation(&b->n2, a->h, a->n2_stats, b->shared_stat ? 1 : 2, N, S);
+        int stride2 = p->shared_stat ? 1 : 2;
+        d->sat2[l] = !site2 ? NAN : p->ffn_post_norm ? saturation(&b->n2, a->res_ffn, a->out_stats, 2, N, S)
+                                                     : saturation(&b->n2, a->h, a->n2_stats, stride2, N, S);
         d->ms_approx[l] = d->ms_actual[l] = NAN;
-        if (b->shared_stat && !m->recompute)
+        if (p->shared_stat && !m->recompute)
             bhyt_mean_squares(&d->ms_approx[l], &d->ms_actual[l], a->h, a->n2_stats, b->n2.eps, N, S);
     }
 }
 
-static void write_array(FILE *out, const char *name, const double *v, int n, int last) {
-    fprintf(out, "\"%s\":[", name);
-    for (int i = 0; i < n; i++) {
-        if (isfinite(v[i])) fprintf(out, "%s%.6g", i ? "," : "", v[i]);
-        else fprintf(out, "%snull", i ? "," : "");
-    }
-    fprintf(out, "]%s", last ? "" : ",");
-}
-
 void diag_write_json(const Diagnostics *d, long step, FILE *out) {
     fprintf(out, "{\"step\":%ld,\"diag\":{", step);
-    write_array(out, "grad_norm", d->grad_norm, d->L, 0);
-    write_array(out, "ffn_grad_norm", d->ffn_grad_norm, d->L, 0);
-    write_array(out, "rms", d->rms, d->L, 0);
-    write_array(out, "var", d->var, d->L, 0);
-    write_array(out, "angle", d->angle, d->L, 0);
-    write_array(out, "scale1", d->scale1, d->L, 0);
-    write_array(out, "scale2", d->scale2, d->L, 0);
-    write_array(out, "sat1", d->sat1, d->L, 0);
-    write_array(out, "sat2", d->sat2, d->L, 0);
-    write_array(out, "ms_approx", d->ms_approx, d->L, 0);
-    write_array(out, "ms_actual", d->ms_actual, d->L, 1);
+    for (size_t i = 0; i < N_SERIES; i++) {
+        const double *v = *series((Diagnostics *)d, i);
+        fprintf(out, "%s\"%s\":[", i ? "," : "", SERIES_TABLE[i].name);
+        for (int l = 0; l < d->L; l++) {
+            if (isfinite(v[l])) fprintf(out, "%s%.6g", l ? "," : "", v[l]);
+            else fprintf(out, "%snull", l ? "," : "");
+        }
+        fprintf(out, "]");
+    }
     fprintf(out, "}}\n");
 }
 

@@ -1,7 +1,7 @@
 // Per-block training diagnostics: what each block's gradients, hidden states and tanh sites look
 // like at one step, read from the activations the last forward saved and from the gradient buffer
 // (nothing is recomputed through the model). Formulas and the papers' figures they follow:
-// ../shared/research/norms.md section 5.
+// README.md, "Diagnostics".
 //
 // Per block l, with x = the block's input, y = its output (N tokens of S features):
 //   grad_norm      ||dL/d theta_l||_2 over all of block l's parameters
@@ -22,7 +22,6 @@
 
 typedef struct {
     int L;
-    size_t *block_begin, *block_end;  // each block's parameters are contiguous: [begin, end) in m->params
     double *grad_norm, *ffn_grad_norm, *rms, *var, *angle, *scale1, *scale2, *sat1, *sat2, *ms_approx, *ms_actual;
 } Diagnostics;
 

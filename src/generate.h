@@ -1,10 +1,10 @@
 // Incremental decoding with a key/value cache: each step feeds one new token per sequence and
 // returns its next-token logits, attending over the keys and values cached for the tokens before
 // it, so a token costs O(position) instead of the full forward's O(position^2) over the window.
-// The step runs every placement, norm and option the model can build, with the same norm and
-// matmul kernels as the training forward (on `batch` rows instead of B*T); its logits equal the
-// full forward's at every position (tests/test_generate.c).
-// Shapes: S stream width, C = H * hs attention width, QKV = (H + 2 Hkv) * hs, F FFN hidden width.
+// A step is the model's own forward pass (gpt_forward_pass: the same embedding, block forward,
+// final norm and head as training) on one position per sequence with cached attention, so it runs
+// every placement, norm and option the model can build; its logits equal the full forward's at
+// every position (tests/test_generate.c).
 #ifndef NORMGPT_GENERATE_H
 #define NORMGPT_GENERATE_H
 #include "model.h"
@@ -15,15 +15,8 @@ typedef struct {
     int capacity;               // positions the cache holds: the model's block_size
     int pos;                    // tokens fed since the last reset = position of the next one
     int threads;                // the thread count when built: big kernels use it, the rest one thread
-    real *k_cache, *v_cache;    // (L, batch, Hkv, capacity, hs): keys after QKV-norm and RoPE, values
-    // One step's activations, (batch, width) each; x is the residual stream between blocks.
-    real *x, *res_attn, *h, *res_ffn, *n1, *n2;               // (batch, S)
-    real *n1_stats, *n2_stats, *post_stats;                   // (batch, NORM_STATS_PER_ROW)
-    real *qkv_raw, *qkv, *qkv_stats;                          // (batch, QKV), (batch, QKV), (batch, H + 2 Hkv)
-    real *atty;                                               // (batch, C)
-    real *scores;                                             // (batch, H, capacity) attention weights
-    real *fch, *fch_act;                                      // (batch, F or 2F), (batch, F)
-    real *logits;                                             // (batch, V)
+    Attention attn;             // cached mode: the KV caches, (L, batch, Hkv, capacity, hs) each
+    ForwardActs acts;           // one position of each sequence, blocks sharing one set
     real *memory;
 } Decoder;
 

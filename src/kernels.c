@@ -3,10 +3,6 @@
 #include <omp.h>
 #include <string.h>
 
-// Parameter-gradient reductions over tokens run in parallel over blocks of channels, each block
-// summing tokens in order, so results are bit-identical for any thread count and run.
-#define CHANNEL_BLOCK 64
-
 void encoder_forward(real *out, const int *tokens, const real *wte, const real *wpe, int B, int T, int C) {
     #pragma omp parallel for
     for (int n = 0; n < B * T; n++) {
@@ -17,28 +13,17 @@ void encoder_forward(real *out, const int *tokens, const real *wte, const real *
     }
 }
 
-// dst[rows[n]] += scale * src[n] for n in order, in parallel over blocks of channels: tokens that
-// share a row add into it in the same order for any thread count.
+// dst[rows[n]] += scale * src[n] for n in order (rows NULL: every n into row 0, i.e. the column sums
+// of src), in parallel over blocks of channels: tokens that share a row add into it in the same
+// order for any thread count.
 static void scatter_add_rows(real *dst, const real *src, const int *rows, int N, int C, real scale) {
     #pragma omp parallel for
     for (int c0 = 0; c0 < C; c0 += CHANNEL_BLOCK) {
         int c1 = c0 + CHANNEL_BLOCK < C ? c0 + CHANNEL_BLOCK : C;
         for (int n = 0; n < N; n++) {
-            real *d = dst + (size_t)rows[n] * C;
+            real *d = dst + (rows ? (size_t)rows[n] * C : 0);
             const real *g = src + (size_t)n * C;
             for (int c = c0; c < c1; c++) d[c] += scale * g[c];
-        }
-    }
-}
-
-// dst (C) += scale * sum over the N rows of src (N,C), in the same fixed order.
-static void add_column_sums(real *dst, const real *src, int N, int C, real scale) {
-    #pragma omp parallel for
-    for (int c0 = 0; c0 < C; c0 += CHANNEL_BLOCK) {
-        int c1 = c0 + CHANNEL_BLOCK < C ? c0 + CHANNEL_BLOCK : C;
-        for (int n = 0; n < N; n++) {
-            const real *g = src + (size_t)n * C;
-            for (int c = c0; c < c1; c++) dst[c] += scale * g[c];
         }
     }
 }
@@ -75,7 +60,7 @@ void matmul_backward(real *dinp, real *dweight, real *dbias, const real *dout, c
     if (dinp)
         cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1, dout, OC, weight, IC, 0, dinp, IC);
     cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1, dout, OC, inp, IC, 1, dweight, IC);
-    if (dbias) add_column_sums(dbias, dout, N, OC, 1);
+    if (dbias) scatter_add_rows(dbias, dout, NULL, N, OC, 1);
 }
 
 // Columns, inside one token's qkv row, of query head h and of the kv head it reads.
@@ -86,7 +71,8 @@ static HeadCols head_cols(int h, int H, int Hkv, int hs) {
 }
 
 // Softmax in place over the n entries of row (scaled logits -> probabilities).
-static void softmax_row(real *row, int n) {
+// row (n) = softmax(row) in place; returns the sum of exp(row - max), and the max in *max_out (if not NULL).
+static real softmax_row(real *row, int n, real *max_out) {
     real maxv = row[0], sum = 0;
     #pragma omp simd reduction(max:maxv)
     for (int s = 0; s < n; s++) maxv = row[s] > maxv ? row[s] : maxv;
@@ -95,13 +81,15 @@ static void softmax_row(real *row, int n) {
     real inv = 1 / sum;
     #pragma omp simd
     for (int s = 0; s < n; s++) row[s] *= inv;
+    if (max_out) *max_out = maxv;
+    return sum;
 }
 
 // P (T,T) holds scaled logits; row t becomes the softmax over s <= t, the masked future zero.
 static void causal_softmax(real *P, int T) {
     for (int t = 0; t < T; t++) {
         real *row = P + (size_t)t * T;
-        softmax_row(row, t + 1);
+        softmax_row(row, t + 1, NULL);
         memset(row + t + 1, 0, (size_t)(T - t - 1) * sizeof(real));
     }
 }
@@ -153,7 +141,7 @@ void attention_decode_forward(real *out, real *scores, const real *qkv, const re
             real *s = scores + ((size_t)b * H + h) * capacity;
             cblas_gemv(CblasRowMajor, CblasNoTrans, T, hs, scale, k_cache + kv, hs, qkv + (size_t)b * c.width + c.q, 1,
                        0, s, 1);
-            softmax_row(s, T);
+            softmax_row(s, T, NULL);
             cblas_gemv(CblasRowMajor, CblasTrans, T, hs, 1, v_cache + kv, hs, s, 1, 0, out + ((size_t)b * H + h) * hs, 1);
         }
     }
@@ -279,17 +267,9 @@ void gelu_backward(real *dinp, const real *inp, const real *dout, size_t n) {
 void crossentropy_forward(real *losses, real *probs, const int *targets, int N, int V) {
     #pragma omp parallel for
     for (int n = 0; n < N; n++) {
-        real *p = probs + (size_t)n * V;
-        real maxv = p[0];
-        #pragma omp simd reduction(max:maxv)
-        for (int i = 0; i < V; i++) maxv = p[i] > maxv ? p[i] : maxv;
-        real target_logit = p[targets[n]] - maxv, sum = 0;
-        #pragma omp simd reduction(+:sum)
-        for (int i = 0; i < V; i++) { p[i] = real_exp(p[i] - maxv); sum += p[i]; }
-        real inv = 1 / sum;
-        #pragma omp simd
-        for (int i = 0; i < V; i++) p[i] *= inv;
-        losses[n] = real_log(sum) - target_logit;
+        real *p = probs + (size_t)n * V, target = p[targets[n]], maxv;
+        real sum = softmax_row(p, V, &maxv);
+        losses[n] = real_log(sum) - (target - maxv);
     }
 }
 
@@ -308,7 +288,7 @@ void classifier_backward(real *dinp, real *dweight, real *dbias, const real *pro
     cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, N, dloss, probs, V, inp, C, 1, dweight, C);
     scatter_add_rows(dweight, inp, targets, N, C, -dloss);
     if (!dbias) return;
-    add_column_sums(dbias, probs, N, V, dloss);
+    scatter_add_rows(dbias, probs, NULL, N, V, dloss);
     for (int n = 0; n < N; n++) dbias[targets[n]] -= dloss;
 }
 
@@ -323,20 +303,33 @@ void center_rows(real *x, int N, int C) {
     }
 }
 
-#define REDUCE_CHUNKS 256
-
-double dot_product(const real *a, const real *b, size_t n) {
-    double partial[REDUCE_CHUNKS];
+double chunked_sum(size_t n, int chunks, double (*part)(const void *ctx, size_t lo, size_t hi), const void *ctx) {
+    double partial[chunks];
     #pragma omp parallel for
-    for (int c = 0; c < REDUCE_CHUNKS; c++) {
-        size_t lo = n * c / REDUCE_CHUNKS, hi = n * (c + 1) / REDUCE_CHUNKS;
-        double s = 0;
-        for (size_t i = lo; i < hi; i++) s += (double)a[i] * b[i];
-        partial[c] = s;
-    }
+    for (int c = 0; c < chunks; c++) partial[c] = part(ctx, n * c / chunks, n * (c + 1) / chunks);
     double total = 0;
-    for (int c = 0; c < REDUCE_CHUNKS; c++) total += partial[c];
+    for (int c = 0; c < chunks; c++) total += partial[c];
     return total;
 }
 
+#define DOT_CHUNKS 256
+
+typedef struct { const real *a, *b; } DotArgs;
+
+static double dot_part(const void *ctx, size_t lo, size_t hi) {
+    const DotArgs *d = ctx;
+    double s = 0;
+    for (size_t i = lo; i < hi; i++) s += (double)d->a[i] * d->b[i];
+    return s;
+}
+
+double dot_product(const real *a, const real *b, size_t n) {
+    DotArgs args = {a, b};
+    return chunked_sum(n, DOT_CHUNKS, dot_part, &args);
+}
+
 double l2_norm(const real *x, size_t n) { return sqrt(dot_product(x, x, n)); }
+
+void set_threads(int n) {
+    if (omp_get_max_threads() != n) openblas_set_num_threads(n);
+}

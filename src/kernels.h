@@ -63,8 +63,19 @@ void classifier_backward(real *dinp, real *dweight, real *dbias, const real *pro
 // the same call is its own backward.
 void center_rows(real *x, int N, int C);
 
-// Sums over n values in a fixed order of fixed chunks: the same bits for any thread count.
+// Reductions that must give the same bits for any thread count.
+// Over rows into per-channel sums: parallel over blocks of this many channels, each block summing its
+// rows in order. The block size changes no result, only how many parallel tasks there are.
+#define CHANNEL_BLOCK 16
+// Over n items into one double: `part(ctx, lo, hi)` sums items [lo, hi) of each of `chunks` fixed
+// chunks (in parallel; it may also write per-item results), then the chunk sums are added in order.
+double chunked_sum(size_t n, int chunks, double (*part)(const void *ctx, size_t lo, size_t hi), const void *ctx);
+// dot_product and l2_norm sum over n values this way.
 double dot_product(const real *a, const real *b, size_t n);
 double l2_norm(const real *x, size_t n);
+
+// Set the thread count of our kernels and OpenBLAS together (the OpenMP build of OpenBLAS stops
+// following OpenMP's count once it has been 1).
+void set_threads(int n);
 
 #endif

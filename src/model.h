@@ -4,13 +4,9 @@
 // layout; the tensor table records each tensor's name, shape, offset, weight-decay flag and init,
 // in the order they are stored (which is also the order in checkpoint files).
 //
-// Each block has its own placement and normalization operator (config model.blocks):
-//   pre          h = x + Attn(N1(x));             x' = h + FFN(N2(h))
-//   post         h = N1(x + Attn(x));             x' = N2(h + FFN(h))
-//   hybrid       h = x + Attn_qkvnorm(x);         z = N2(h);  x' = z + FFN(z)
-//   hybrid_star  h = x + Attn_qkvnorm(N1(x));     x' = h + FFN(N2(h))
-//   bhyt         h = x + Attn(BHyT1(x));          x' = h + FFN(BHyT2~(h)), BHyT2~ scaled by x's statistic
-//   bhyt_star    pre with exact BHyT at both sites
+// Each block has its own placement and normalization operator (config model.blocks), rows of the
+// tables in placement.h and norms.h. One block forward (block_forward in model.c) computes every
+// placement, for training, the layer-removal probe and KV-cached decoding alike (see Attention).
 // With model.center_stream every writer into the residual stream (embeddings, attention and FFN
 // projections) is centered per token, so the stream has zero mean and RMSNorm (with LayerNorm's
 // gain and bias) computes exactly LayerNorm: Jiang et al.'s Pre-RMSNorm, equivalent to Pre-LN.
@@ -37,23 +33,17 @@ typedef struct {
 // A linear map y = x W^T + b with W (out, in); the gradient pointers share the layout.
 typedef struct { real *w, *b, *dw, *db; } Linear;
 
-typedef enum { PLACE_PRE, PLACE_POST, PLACE_HYBRID, PLACE_HYBRID_STAR, PLACE_BHYT } Placement;
-
 typedef struct {
-    Placement placement;
-    // What the placement implies:
-    int attn_in_norm;     // N1 before attention (pre, hybrid_star, bhyt)
-    int attn_post_norm;   // N1 after the attention residual (post)
-    int qkv_norm;         // per-head RMSNorm of q, k, v (hybrid, hybrid_star)
-    int ffn_in_norm;      // N2 before the FFN (pre, hybrid, hybrid_star, bhyt)
-    int ffn_from_norm;    // the FFN residual starts from N2(h), not h (hybrid)
-    int ffn_post_norm;    // N2 after the FFN residual (post)
-    int shared_stat;      // N2 is BHyT's approximate site, reusing N1's statistic (bhyt)
-    Norm n1, n2;
+    const PlacementSpec *place;  // where the norms sit: a row of PLACEMENTS
+    Norm n1, n2;                 // the attention-site and FFN-site norms (whichever the placement has)
     real *gq, *gk, *gv, *dgq, *dgk, *dgv;  // QKV-norm gains (hs each)
     real qkv_eps;
     Linear qkv, attn_proj, fc, fc_proj;
     real *bhyt_c;         // BHyT: ||W_V W_O||_F^2 / (T d), refreshed from the weights
+    // Where the block's parameters are stored, recorded when the layout is built: offsets
+    // [param_begin, param_end) in params (and grads), tensors [tensor_begin, tensor_end).
+    size_t param_begin, param_end;
+    int tensor_begin, tensor_end;
 } Block;
 
 // Activations one block saves for its backward. Pointers of parts a placement lacks alias the
@@ -71,14 +61,49 @@ typedef struct {
     real *res_ffn, *out, *out_stats;  // (N,S) base + FFN; out = N2(res_ffn) for post
 } BlockActs;
 
+// What one forward pass writes, for up to N = B*T tokens: the model's own set for training and the
+// probe, or a decoder's set for one position of each sequence.
+typedef struct {
+    real *emb;                  // (N,S) token embeddings before the scale (model.embed_scale only)
+    real *encoded;              // (N,S) block 0's input
+    BlockActs *blocks;          // (L) each block's; with shared blocks, all but the outputs are one set
+    real *lnf_out, *lnf_stats;  // (N,S), (N,2) the final norm's
+    real *logits;               // (N,V)
+} ForwardActs;
+
+// How attention sees the sequence in a forward pass.
+//   ATTN_FULL    causal attention over the T positions of each of B sequences (training, probe)
+//   ATTN_CACHED  T = 1: one new position `pos` per sequence; its key and value are appended to the
+//                cache, and it attends over positions 0..pos there (decoding)
+// In cached mode the pass runs on one thread, and a matmul or the attention on `threads` threads only
+// when its multiply-adds reach DECODE_PARALLEL_WORK: a step's small kernels do not pay for waking
+// the team (on a busy machine a woken thread may not run for milliseconds). The caller sets the
+// thread count to 1 around the pass (set_threads).
+typedef enum { ATTN_FULL, ATTN_CACHED } AttnMode;
+
+#define DECODE_PARALLEL_WORK 4194304
+
+typedef struct {
+    AttnMode mode;
+    int pos;                 // cached: the position of the tokens fed
+    int capacity;            // cached: positions the cache holds
+    real *k_cache, *v_cache; // cached: (L, B, Hkv, capacity, hs) keys after QKV-norm and RoPE, values
+    real *scores;            // cached: (B, H, capacity) attention weights
+    int threads;             // cached: the thread count for kernels big enough
+} Attention;
+
+// Buffers laid out in one allocation, in two passes: with base NULL, arena_take only counts.
+typedef struct { real *base; size_t used; } Arena;
+real *arena_take(Arena *a, size_t count);
+
 typedef struct {
     int V, maxT, L, H, Hkv, hs, C, S, F;
     int swiglu, rope, center_stream;
     int recompute;             // blocks share one activation set, refilled by a forward in the backward
-    int maxB, seqT;            // activation buffers are sized for (maxB, seqT)
+    int maxB, seqT;            // the forward's activation buffers are sized for (maxB, seqT); 0: none
     // parameters
     size_t n_params;
-    real *params, *grads;
+    real *params, *grads;      // grads NULL in an inference build
     ParamTensor *tensors;
     int n_tensors;
     real *wte, *wpe, *dwte, *dwpe;       // wpe NULL with RoPE
@@ -92,23 +117,35 @@ typedef struct {
                                // for the layer-removal probe: forward only, no backward
     // activations and backward scratch
     real *act_memory;
-    size_t n_acts;
-    real *emb, *encoded, *lnf_out, *lnf_stats, *logits, *losses;
-    BlockActs *acts;
+    size_t n_acts;             // reals in act_memory
+    ForwardActs fwd;
+    real *losses;
     real *rope_cos, *rope_sin;
-    real *dres, *dres_alt, *dS, *dC, *dqkv, *dqkv_raw, *dfch, *dfch_act, *dmean_sq, *att_scratch;
+    real *dres, *dres_alt, *dC, *dqkv, *dqkv_raw, *dfch, *dfch_act, *dmean_sq, *att_scratch;
     real *bhyt_scratch;        // (S, S) for refreshing c
 } GPT;
 
-// Build the layout and buffers for `cfg` (validated, blocks resolved); activations are sized for
-// (batch_size, seq_len).
+// Build the layout and buffers for training `cfg` (validated, blocks resolved): parameters,
+// gradients, the forward's activations for (train.batch_size, train.seq_len) and the backward's.
 void gpt_build(GPT *m, const Config *cfg);
+// Build for inference: parameters without gradients. With B, T > 0 also the forward's activations
+// for (B, T), blocks sharing one set (gpt_forward works, with or without targets; gpt_backward does
+// not): the layer-removal probe, --convert's check. With B = T = 0 no activations: enough for a
+// Decoder (--generate), which brings its own.
+void gpt_build_inference(GPT *m, const Config *cfg, int B, int T);
 void gpt_free(GPT *m);
 // Initialize parameters from `seed` as model.init says, independent of thread count.
 void gpt_init(GPT *m, uint64_t seed);
 // Forward over inputs (B,T). With targets: returns the mean cross-entropy and leaves softmax
-// probabilities in m->logits; without: leaves raw logits (B*T, V) and returns 0.
+// probabilities in m->fwd.logits; without: leaves raw logits (B*T, V) and returns 0.
 double gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T);
+// The forward of inputs (B,T) into f (raw logits in f->logits): embedding, every block, final norm
+// and head, attention as `attn` says (ATTN_CACHED: T = 1). gpt_forward is this on m->fwd with full
+// attention; a Decoder is this on its own one-position set against its cache.
+void gpt_forward_pass(const GPT *m, ForwardActs *f, const int *inputs, int B, int T, const Attention *attn);
+// Lay out in `arena` a ForwardActs for (B,T) (f->blocks, L entries, allocated by the caller); with
+// `shared`, the blocks share one set besides their outputs.
+void gpt_layout_forward(const GPT *m, ForwardActs *f, Arena *arena, int B, int T, int shared);
 // Backward of the last forward (which must have had targets): grads += dloss_scale * dLoss_sum,
 // where the loss is the SUM of token losses (so dloss_scale = 1/(tokens per optimizer step)).
 void gpt_backward(GPT *m, const int *inputs, const int *targets, int B, int T, real dloss_scale);

@@ -1,12 +1,11 @@
 #include "norms.h"
+#include "config.h"
+#include "kernels.h"
+#include <stddef.h>
 #include <math.h>
 #include <string.h>
 
-// The block size does not change any result (each channel always sums its rows in order); it only
-// sets how many parallel tasks a parameter reduction has.
-#define CHANNEL_BLOCK 16
-// Scalar gradients are summed over this many row chunks and the partial sums added in order, so
-// they do not depend on the thread count.
+// Scalar gradients are summed over this many row chunks (chunked_sum): the same bits for any thread count.
 #define ROW_CHUNKS 64
 
 // Every operator here but LayerNorm maps a row elementwise as y = w * f(k * (x * r)) (+ b), with f =
@@ -74,41 +73,44 @@ static inline real rms_rstd(const real *x, real eps, int C, real *mean_sq) {
     return 1 / real_sqrt(ss / C + eps);
 }
 
-static inline void row_chunk(int N, int chunk, int *n0, int *n1) {
-    *n0 = (int)((long long)N * chunk / ROW_CHUNKS);
-    *n1 = (int)((long long)N * (chunk + 1) / ROW_CHUNKS);
+typedef struct {
+    real *dx, *dstat;
+    const real *dout, *x, *w;
+    const RowMap *m;
+    StatPath stat;
+    int C;
+} MapBackward;
+
+// Rows [n0, n1) of map_backward; returns their dL/dk.
+static double map_backward_rows(const void *ctx, size_t n0, size_t n1) {
+    const MapBackward *a = ctx;
+    const RowMap *m = a->m;
+    int C = a->C;
+    double sum = 0;
+    for (size_t n = n0; n < n1; n++) {
+        for (int h = 0; h < m->heads; h++) {
+            size_t off = n * m->ld + (size_t)h * C;
+            const real *r = m->r + n * m->r_stride + h;
+            real an = map_row_backward(a->dx + off, a->dout + off, a->x + off, a->w, *r, m->k, m->use_tanh, C);
+            real dq = -m->k * *r * *r * an / 2;  // dL/ds = dL/dr * dr/ds = (k * an / r) * (-r^3 / 2)
+            switch (a->stat) {
+            case STAT_FIXED: break;
+            case STAT_OWN: add_mean_square_grad(a->dx + off, a->x + off, dq, 0, C, C); break;
+            case STAT_CRMS: add_mean_square_grad(a->dx + off, a->x + off, dq, r[1], C + 1, C); break;
+            case STAT_EXTERNAL: a->dstat[n] = dq; break;
+            }
+            sum += an;
+        }
+    }
+    return sum;
 }
 
 // dx += dL/dx of the rows of y = w * f(k * (x * r)), including the path through r that `stat` names;
 // writes dstat for STAT_EXTERNAL. Returns dL/dk summed over all rows (the scalar-parameter gradient).
 static double map_backward(real *dx, real *dstat, const real *dout, const real *x, const real *w, const RowMap *m,
                            StatPath stat, int N, int C) {
-    double partial[ROW_CHUNKS];
-    #pragma omp parallel for
-    for (int chunk = 0; chunk < ROW_CHUNKS; chunk++) {
-        int n0, n1;
-        row_chunk(N, chunk, &n0, &n1);
-        double sum = 0;
-        for (int n = n0; n < n1; n++) {
-            for (int h = 0; h < m->heads; h++) {
-                size_t off = (size_t)n * m->ld + (size_t)h * C;
-                const real *r = m->r + (size_t)n * m->r_stride + h;
-                real an = map_row_backward(dx + off, dout + off, x + off, w, *r, m->k, m->use_tanh, C);
-                real dq = -m->k * *r * *r * an / 2;  // dL/ds = dL/dr * dr/ds = (k * an / r) * (-r^3 / 2)
-                switch (stat) {
-                case STAT_FIXED: break;
-                case STAT_OWN: add_mean_square_grad(dx + off, x + off, dq, 0, C, C); break;
-                case STAT_CRMS: add_mean_square_grad(dx + off, x + off, dq, r[1], C + 1, C); break;
-                case STAT_EXTERNAL: dstat[n] = dq; break;
-                }
-                sum += an;
-            }
-        }
-        partial[chunk] = sum;
-    }
-    double total = 0;
-    for (int chunk = 0; chunk < ROW_CHUNKS; chunk++) total += partial[chunk];
-    return total;
+    MapBackward args = {dx, dstat, dout, x, w, m, stat, C};
+    return chunked_sum((size_t)N, ROW_CHUNKS, map_backward_rows, &args);
 }
 
 // dweight[c] += sum over rows of dout * (the map without its gain), dbias[c] += sum of dout; either may
@@ -138,32 +140,6 @@ static void map_param_backward(real *dweight, real *dbias, const real *dout, con
 // Rows of a plain (N, C) tensor whose scale is the first of two stats per row.
 static RowMap plain_rows(const real *stats, int C, real k, int use_tanh) {
     return (RowMap){.heads = 1, .ld = C, .r = stats, .r_stride = 2, .mean = NULL, .k = k, .use_tanh = use_tanh};
-}
-
-void norm_forward(const Norm *nm, real *out, real *stats, const real *inp, int N, int C) {
-    switch (nm->kind) {
-    case NORM_LAYERNORM: layernorm_forward(out, stats, inp, nm->weight, nm->bias, nm->eps, N, C); return;
-    case NORM_RMSNORM: rmsnorm_forward(out, stats, inp, nm->weight, nm->bias, nm->eps, N, C); return;
-    case NORM_CRMSNORM: crmsnorm_forward(out, stats, inp, nm->eps, N, C); return;
-    case NORM_DYT: dyt_forward(out, inp, nm->scale, nm->weight, nm->bias, N, C); return;
-    case NORM_BHYT: bhyt_forward(out, stats, inp, nm->scale, nm->weight, nm->kappa, nm->eps, N, C); return;
-    }
-}
-
-void norm_backward(const Norm *nm, real *dinp, const real *dout, const real *inp, const real *stats, int N, int C) {
-    switch (nm->kind) {
-    case NORM_LAYERNORM: layernorm_backward(dinp, nm->dweight, nm->dbias, dout, inp, stats, nm->weight, N, C); return;
-    case NORM_RMSNORM:
-        rmsnorm_backward(dinp, nm->dweight, nm->dbias, dout, inp, stats, nm->weight, N, C);
-        return;
-    case NORM_CRMSNORM: crmsnorm_backward(dinp, dout, inp, stats, N, C); return;
-    case NORM_DYT:
-        dyt_backward(dinp, nm->dscale, nm->dweight, nm->dbias, dout, inp, nm->scale, nm->weight, N, C);
-        return;
-    case NORM_BHYT:
-        bhyt_backward(dinp, nm->dscale, nm->dweight, dout, inp, stats, nm->scale, nm->weight, nm->kappa, N, C);
-        return;
-    }
 }
 
 void layernorm_forward(real *out, real *stats, const real *inp, const real *weight, const real *bias,
@@ -349,4 +325,70 @@ void qkvnorm_backward(real *dqkv, real *dgq, real *dgk, real *dgv, const real *d
         map_backward(dqkv + off, NULL, dout + off, qkv + off, parts[p].gain, &rows, STAT_OWN, N, hs);
         map_param_backward(parts[p].gain ? parts[p].dgain : NULL, NULL, dout + off, qkv + off, &rows, N, hs);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operator table: each row's forward/backward adapt the Norm's parameters to the kernel's.
+
+static void layernorm_fwd(const Norm *nm, real *y, real *stats, const real *x, int N, int C) {
+    layernorm_forward(y, stats, x, nm->weight, nm->bias, nm->eps, N, C);
+}
+static void layernorm_bwd(const Norm *nm, real *dx, const real *dy, const real *x, const real *stats, int N, int C) {
+    layernorm_backward(dx, nm->dweight, nm->dbias, dy, x, stats, nm->weight, N, C);
+}
+static void rmsnorm_fwd(const Norm *nm, real *y, real *stats, const real *x, int N, int C) {
+    rmsnorm_forward(y, stats, x, nm->weight, nm->bias, nm->eps, N, C);
+}
+static void rmsnorm_bwd(const Norm *nm, real *dx, const real *dy, const real *x, const real *stats, int N, int C) {
+    rmsnorm_backward(dx, nm->dweight, nm->dbias, dy, x, stats, nm->weight, N, C);
+}
+static void crmsnorm_fwd(const Norm *nm, real *y, real *stats, const real *x, int N, int C) {
+    crmsnorm_forward(y, stats, x, nm->eps, N, C);
+}
+static void crmsnorm_bwd(const Norm *nm, real *dx, const real *dy, const real *x, const real *stats, int N, int C) {
+    crmsnorm_backward(dx, dy, x, stats, N, C);
+}
+static void dyt_fwd(const Norm *nm, real *y, real *stats, const real *x, int N, int C) {
+    dyt_forward(y, x, nm->scale, nm->weight, nm->bias, N, C);
+}
+static void dyt_bwd(const Norm *nm, real *dx, const real *dy, const real *x, const real *stats, int N, int C) {
+    dyt_backward(dx, nm->dscale, nm->dweight, nm->dbias, dy, x, nm->scale, nm->weight, N, C);
+}
+static void bhyt_fwd(const Norm *nm, real *y, real *stats, const real *x, int N, int C) {
+    bhyt_forward(y, stats, x, nm->scale, nm->weight, nm->kappa, nm->eps, N, C);
+}
+static void bhyt_bwd(const Norm *nm, real *dx, const real *dy, const real *x, const real *stats, int N, int C) {
+    bhyt_backward(dx, nm->dscale, nm->dweight, dy, x, stats, nm->scale, nm->weight, nm->kappa, N, C);
+}
+
+#define INIT(field) offsetof(Config, field)
+const NormOp NORM_OPS[NORM_KINDS] = {
+    [NORM_LAYERNORM] = {.name = "layernorm", .forward = layernorm_fwd, .backward = layernorm_bwd, .has_weight = 1,
+                        .bias = BIAS_WITH_MODEL_BIAS},
+    [NORM_RMSNORM] = {.name = "rmsnorm", .forward = rmsnorm_fwd, .backward = rmsnorm_bwd, .has_weight = 1,
+                      .bias = BIAS_ON_CENTERED_STREAM},
+    [NORM_CRMSNORM] = {.name = "crmsnorm", .forward = crmsnorm_fwd, .backward = crmsnorm_bwd, .bias = BIAS_NEVER,
+                       .compresses_stream = 1},
+    [NORM_DYT] = {.name = "dyt", .forward = dyt_fwd, .backward = dyt_bwd, .has_scale = 1,
+                  .scale_init = {INIT(dyt_alpha_attn), INIT(dyt_alpha_ffn), INIT(dyt_alpha_ffn)}, .has_weight = 1,
+                  .bias = BIAS_WITH_MODEL_BIAS, .tanh = 1},
+    // BHyT's epsilon is hard-coded (1e-6) in every BHyT path of the reference code.
+    [NORM_BHYT] = {.name = "bhyt", .forward = bhyt_fwd, .backward = bhyt_bwd, .has_scale = 1,
+                   .scale_init = {INIT(bhyt_lambda1), INIT(bhyt_lambda2), INIT(bhyt_final_lambda)}, .has_weight = 1,
+                   .bias = BIAS_NEVER, .fixed_eps = 1e-6, .tanh = 1, .tanh_rstd = 1},
+};
+#undef INIT
+
+NormKind norm_by_name(const char *name) {
+    for (int k = 0; k < NORM_KINDS; k++)
+        if (!strcmp(NORM_OPS[k].name, name)) return (NormKind)k;
+    return NORM_NONE;
+}
+
+void norm_forward(const Norm *nm, real *out, real *stats, const real *inp, int N, int C) {
+    NORM_OPS[nm->kind].forward(nm, out, stats, inp, N, C);
+}
+
+void norm_backward(const Norm *nm, real *dinp, const real *dout, const real *inp, const real *stats, int N, int C) {
+    NORM_OPS[nm->kind].backward(nm, dinp, dout, inp, stats, N, C);
 }

@@ -1,14 +1,19 @@
 // Normalization operators, each a forward/backward pair side by side. A block holds its norms as
 // `Norm` values, so a block's placement code never needs to know which operator it is calling.
 // Shapes: N rows (tokens) of C features; statistics are per row. Every backward ACCUMULATES (+=)
-// into dinp and into the parameter gradients. Formulas: ../shared/research/norms.md section 1.
+// into dinp and into the parameter gradients. Formulas: docs/norms.md.
 #ifndef NORMGPT_NORMS_H
 #define NORMGPT_NORMS_H
 #include "common.h"
 
-typedef enum { NORM_LAYERNORM, NORM_RMSNORM, NORM_CRMSNORM, NORM_DYT, NORM_BHYT } NormKind;
+// NORM_NONE: no norm (a model without a final norm, or a block spec not yet given one);
+// NORM_ANY: a placement that takes every operator.
+typedef enum {
+    NORM_ANY = -2, NORM_NONE = -1,
+    NORM_LAYERNORM, NORM_RMSNORM, NORM_CRMSNORM, NORM_DYT, NORM_BHYT, NORM_KINDS
+} NormKind;
 
-typedef struct {
+typedef struct Norm {
     NormKind kind;
     real eps;               // LayerNorm, RMSNorm, CRMSNorm, BHyT
     real kappa;             // BHyT bound (fixed, default 10)
@@ -20,7 +25,40 @@ typedef struct {
 // Reals of saved statistics per row (what a backward needs besides its input).
 #define NORM_STATS_PER_ROW 2
 
-// out (N,C) = norm(inp (N,C)); stats (N * NORM_STATS_PER_ROW) saved for the backward.
+// Where a norm sits: its learnable scalar (if any) takes its initial value from a per-site key.
+typedef enum { NORM_SITE_ATTN, NORM_SITE_FFN, NORM_SITE_FINAL, NORM_SITES } NormSite;
+
+// When a norm has a per-feature bias (init 0).
+typedef enum {
+    BIAS_NEVER,
+    BIAS_WITH_MODEL_BIAS,     // with model.bias
+    BIAS_ON_CENTERED_STREAM,  // with model.bias on the zero-mean stream, where it makes RMSNorm equal LayerNorm
+} BiasRule;
+
+// Norm operators as data: one row per operator, read by config validation (names), the model's
+// parameter layout (parameters, inits, epsilon), the block table, diagnostics and docs/norms.md.
+// A new operator is one row here plus its forward/backward pair and their tests.
+typedef struct {
+    const char *name;  // as written in model.norm, model.final_norm and model.blocks[].norm
+    void (*forward)(const Norm *nm, real *out, real *stats, const real *inp, int N, int C);
+    void (*backward)(const Norm *nm, real *dinp, const real *dout, const real *inp, const real *stats, int N, int C);
+    int has_scale;                   // one learnable scalar (DyT alpha, BHyT lambda) ...
+    size_t scale_init[NORM_SITES];   // ... initialised from the double at this offset in Config, per site
+    int has_weight;                  // a per-feature gain, init 1
+    BiasRule bias;
+    double fixed_eps;                // > 0: this epsilon whatever model.norm_eps says; 0: model.norm_eps
+    int compresses_stream;           // runs on the (d-1)-wide zero-mean stream: the whole model must use it
+    int tanh;                        // y = w * tanh(k * x * r): diagnostics report the saturated share
+    int tanh_rstd;                   // with r the row's saved rstd and k = scale / kappa (BHyT); else r = 1, k = scale
+} NormOp;
+
+extern const NormOp NORM_OPS[NORM_KINDS];
+
+// The operator named `name`, or NORM_NONE.
+NormKind norm_by_name(const char *name);
+
+// out (N,C) = norm(inp (N,C)); stats (N * NORM_STATS_PER_ROW) saved for the backward. Dispatch
+// through NORM_OPS.
 void norm_forward(const Norm *nm, real *out, real *stats, const real *inp, int N, int C);
 // dinp (N,C) += d/dinp; parameter gradients +=.
 void norm_backward(const Norm *nm, real *dinp, const real *dout, const real *inp, const real *stats, int N, int C);

@@ -111,6 +111,9 @@ int main(int argc, char **argv) {
                                 tokenizer_tests, export_tests, plot_tests, bf16_tests};
     const char *only = argc > 1 ? argv[1] : NULL;  // optional substring filter
     int passed = 0, failed = 0;
+    // Every file a test writes lives under build/tmp/ of this checkout (relative paths), so the suites
+    // of two checkouts running at once cannot delete each other's run directories.
+    if (make_dirs("build/tmp") != 0) die(1, "build/tmp: cannot create the tests' directory");
     omp_set_num_threads(2);
     openblas_set_num_threads(2);
     for (size_t s = 0; s < sizeof suites / sizeof suites[0]; s++) {

@@ -17,7 +17,7 @@ static int same_file(const char *a, const char *b) {
 }
 
 static void test_checkpoint_weights_only(void) {
-    char dir[] = "/tmp/normgpt_ckptw_XXXXXX", trained[128], fresh[128], zeroed[128];
+    char dir[] = "build/tmp/normgpt_ckptw_XXXXXX", trained[128], fresh[128], zeroed[128];
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     snprintf(trained, sizeof trained, "%s/trained.bin", dir);
     snprintf(fresh, sizeof fresh, "%s/fresh.bin", dir);

@@ -29,24 +29,24 @@ static void test_cli_errors(void) {
     CHECK(rc == 2 && strstr(out, "--bogus"), "unknown argument: rc %d: %s", rc, out);
     rc = run_command("./train", out, sizeof out);
     CHECK(rc == 2, "no arguments: rc %d", rc);
-    rc = run_command("./train --config configs/default.json --data.train=/tmp/normgpt_none_*.bin "
-                     "--out.dir=/tmp/normgpt_cli_err", out, sizeof out);
+    rc = run_command("./train --config configs/default.json --data.train=build/tmp/normgpt_none_*.bin "
+                     "--out.dir=build/tmp/normgpt_cli_err", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "data.train"), "missing shards: rc %d: %s", rc, out);
-    rc = run_command("./train --config configs/default.json --data.tokenizer=README.md --out.dir=/tmp/normgpt_cli_err "
+    rc = run_command("./train --config configs/default.json --data.tokenizer=README.md --out.dir=build/tmp/normgpt_cli_err "
                      "--overwrite", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "README.md"), "bad tokenizer: rc %d: %s", rc, out);
-    rc = run_command("./train --resume /tmp/normgpt_no_such_run", out, sizeof out);
-    CHECK(rc == 1 && strstr(out, "/tmp/normgpt_no_such_run"), "resume of nothing: rc %d: %s", rc, out);
+    rc = run_command("./train --resume build/tmp/normgpt_no_such_run", out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "build/tmp/normgpt_no_such_run"), "resume of nothing: rc %d: %s", rc, out);
     rc = run_command("./train --config configs/default.json --train.outlier_window=1", out, sizeof out);
     CHECK(rc == 2 && strstr(out, "train.outlier_window"), "outlier window too short: rc %d: %s", rc, out);
     rc = run_command("./train --config configs", out, sizeof out);
     CHECK(rc == 2 && strstr(out, "configs"), "a directory as config: rc %d: %s", rc, out);
     // A run directory whose only checkpoint is not one: the file is named, nothing to resume.
-    rc = run_command("mkdir -p /tmp/normgpt_cli_err && head -c 2000 README.md > /tmp/normgpt_cli_err/ckpt_00000004.bin "
-                     "&& ./train --resume /tmp/normgpt_cli_err", out, sizeof out);
+    rc = run_command("mkdir -p build/tmp/normgpt_cli_err && head -c 2000 README.md > build/tmp/normgpt_cli_err/ckpt_00000004.bin "
+                     "&& ./train --resume build/tmp/normgpt_cli_err", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "ckpt_00000004.bin: not a normgpt checkpoint") && strstr(out, "no valid checkpoint"),
           "bad checkpoint: rc %d: %s", rc, out);
-    run_command("rm -rf /tmp/normgpt_cli_err", out, sizeof out);
+    run_command("rm -rf build/tmp/normgpt_cli_err", out, sizeof out);
 }
 
 // The "loss" fields of step lines and "val_loss" of eval lines in a log, from step `from` on.
@@ -68,7 +68,7 @@ static int read_losses(const char *log_path, long from, double *losses, int max)
 }
 
 static void test_resume_equals_uninterrupted(void) {
-    const char *A = "/tmp/normgpt_resume_a", *B = "/tmp/normgpt_resume_b";
+    const char *A = "build/tmp/normgpt_resume_a", *B = "build/tmp/normgpt_resume_b";
     char cmd[4096];
     snprintf(cmd, sizeof cmd, SMALL " --train.steps=12 --eval.every=3 --sample.every=6 --out.checkpoint_every=6 "
                                     "--out.keep=5 --out.dir=%s --overwrite", A);
@@ -101,7 +101,7 @@ static void test_resume_equals_uninterrupted(void) {
 }
 
 static void test_learns_brown(void) {
-    const char *dir = "/tmp/normgpt_learn";
+    const char *dir = "build/tmp/normgpt_learn";
     char cmd[4096];
     snprintf(cmd, sizeof cmd, SMALL " --train.steps=100 --train.lr=3e-3 --eval.every=50 --sample.every=0 "
                                     "--out.checkpoint_every=0 --out.dir=%s --overwrite", dir);
@@ -130,7 +130,7 @@ static void test_learns_brown(void) {
 // --convert of a checkpoint trained a few steps: both kinds reproduce the logits in fp32 and resume
 // as runs; a checkpoint that is not Pre-LN is refused with one line and nothing written.
 static void test_convert_checkpoint(void) {
-    const char *dir = "/tmp/normgpt_convert";
+    const char *dir = "build/tmp/normgpt_convert";
     char cmd[4096];
     snprintf(cmd, sizeof cmd, SMALL " --train.steps=8 --eval.every=0 --sample.tokens=0 --out.dir=%s --overwrite", dir);
     int rc = run_command(cmd, out, sizeof out);
@@ -170,8 +170,8 @@ static void test_convert_checkpoint(void) {
 
 #define CRASH_RUN SMALL " --train.steps=16 --eval.every=4 --sample.every=8 --out.checkpoint_every=2 --out.keep=3 " \
                         "--train.skip_outliers=0.5 --train.outlier_window=3 --overwrite --out.dir=" CRASH_DIR
-#define CRASH_DIR "/tmp/normgpt_crash"
-#define CRASH_A "/tmp/normgpt_crash_a"
+#define CRASH_DIR "build/tmp/normgpt_crash"
+#define CRASH_A "build/tmp/normgpt_crash_a"
 
 // Start `cmd` in the background (exec'ed by sh, so the pid is the trainer's), output to out_path.
 static pid_t spawn(const char *cmd, const char *out_path) {
@@ -311,7 +311,7 @@ static void test_sigterm_checkpoints(void) {
 
 // lr * weight_decay > 2 makes every decayed weight grow 99-fold per step: a genuine blow-up to inf.
 static void test_nonfinite_stops(void) {
-    const char *dir = "/tmp/normgpt_nan";
+    const char *dir = "build/tmp/normgpt_nan";
     char cmd[4096];
     snprintf(cmd, sizeof cmd, SMALL " --train.steps=30 --train.lr=10 --train.min_lr=0 --train.weight_decay=10 "
              "--train.schedule=constant --train.warmup_steps=0 --eval.every=0 --sample.tokens=0 "
@@ -340,14 +340,14 @@ static void test_nonfinite_stops(void) {
 static void test_out_dir_errors(void) {
     int rc = run_command(SMALL " --out.dir=README.md/run", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "out.dir README.md/run"), "out.dir under a file: rc %d: %s", rc, out);
-    rc = run_command(SMALL " --out.keep=1000000 --out.dir=/tmp/normgpt_full --overwrite", out, sizeof out);
+    rc = run_command(SMALL " --out.keep=1000000 --out.dir=build/tmp/normgpt_full --overwrite", out, sizeof out);
     int lines = 0;
     for (const char *p = out; (p = strstr(p, "error")); p++) lines++;
-    CHECK(rc == 1 && lines == 1 && strstr(out, "out.dir /tmp/normgpt_full") && strstr(out, "free"),
+    CHECK(rc == 1 && lines == 1 && strstr(out, "out.dir build/tmp/normgpt_full") && strstr(out, "free"),
           "checkpoints that cannot fit: rc %d: %s", rc, out);
-    CHECK(run_command("ls -A /tmp/normgpt_full", out, sizeof out) == 0 && out[0] == '\0',
+    CHECK(run_command("ls -A build/tmp/normgpt_full", out, sizeof out) == 0 && out[0] == '\0',
           "a refused run left files behind: %s", out);
-    run_command("rm -rf /tmp/normgpt_full", out, sizeof out);
+    run_command("rm -rf build/tmp/normgpt_full", out, sizeof out);
 }
 
 const TestCase cli_tests[] = {

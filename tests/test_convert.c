@@ -44,9 +44,9 @@ static double mean_to_rms(const real *x, int N, int C) {
 
 // The same over everything the last forward wrote into the residual stream.
 static double stream_mean_to_rms(const GPT *m, int N) {
-    double worst = mean_to_rms(m->encoded, N, m->S);
+    double worst = mean_to_rms(m->fwd.encoded, N, m->S);
     for (int l = 0; l < m->L; l++)
-        worst = fmax(worst, fmax(mean_to_rms(m->acts[l].res_attn, N, m->S), mean_to_rms(m->acts[l].res_ffn, N, m->S)));
+        worst = fmax(worst, fmax(mean_to_rms(m->fwd.blocks[l].res_attn, N, m->S), mean_to_rms(m->fwd.blocks[l].res_ffn, N, m->S)));
     return worst;
 }
 
@@ -67,7 +67,7 @@ static void check_conversion(Config c, const char *label) {
         convert_model(&src, &c, (ConvertKind)k, &dst, &out);
         double diff = max_rel_logit_diff(&src, &dst, inputs, B, T);
         CHECK(diff < 1e-9, "%s -> %s: logits differ by %.3g relative", label, kinds[k], diff);
-        CHECK(!strcmp(out.final_norm, kinds[k]) && !strcmp(out.blocks[c.n_layer - 1].norm, kinds[k]) &&
+        CHECK(!strcmp(out.final_norm, kinds[k]) && !strcmp(NORM_OPS[out.blocks[c.n_layer - 1].norm].name, kinds[k]) &&
               !out.tie_embeddings && out.head_bias == (c.bias || c.head_bias) && !out.center_stream,
               "%s -> %s: converted config", label, kinds[k]);
         CHECK(dst.S == (k ? c.n_embd - 1 : c.n_embd), "%s -> %s: stream width %d", label, kinds[k], dst.S);

@@ -11,7 +11,7 @@ static const char *tmp_path(const char *name) {
     static char buf[4][256];
     static int next;
     if (!tmpdir[0]) {
-        strcpy(tmpdir, "/tmp/normgpt_data_XXXXXX");
+        strcpy(tmpdir, "build/tmp/normgpt_data_XXXXXX");
         if (!mkdtemp(tmpdir)) die(1, "mkdtemp failed");
     }
     char *p = buf[next++ % 4];

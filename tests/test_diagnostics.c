@@ -121,7 +121,7 @@ static void test_diag_tanh_sites(void) {
         diagnose(&m, &d, c);
         size_t NS = (size_t)B_TEST * T_TEST * m.S;
         for (int l = 0; l < m.L; l++) {
-            const BlockActs *a = &m.acts[l];
+            const BlockActs *a = &m.fwd.blocks[l];
             double s1 = fraction_above(a->n1, NS), s2 = fraction_above(a->n2, NS);
             CHECK(s1 > 0 && s1 < 1 && close_to(d.sat1[l], s1), "%s block %d: sat1 %g, from the output %g",
                   bhyt ? "bhyt" : "dyt", l, d.sat1[l], s1);
@@ -190,13 +190,13 @@ static void check_skip_equals_removed(const char *placement, const char *norm, i
     gpt_forward(&a, inputs, NULL, B_TEST, T_TEST);
     gpt_forward(&b, inputs, NULL, B_TEST, T_TEST);
     double worst = 0;
-    for (size_t i = 0; i < (size_t)B_TEST * T_TEST * a.V; i++) worst = fmax(worst, fabs(a.logits[i] - b.logits[i]));
+    for (size_t i = 0; i < (size_t)B_TEST * T_TEST * a.V; i++) worst = fmax(worst, fabs(a.fwd.logits[i] - b.fwd.logits[i]));
     CHECK(worst < 1e-12, "%s/%s skipping block %d: logits differ from the model without it by %g", placement, norm, k,
           worst);
     a.skip_block = -1;  // and without the flag the full model differs (the block does something)
     gpt_forward(&a, inputs, NULL, B_TEST, T_TEST);
     worst = 0;
-    for (size_t i = 0; i < (size_t)B_TEST * T_TEST * a.V; i++) worst = fmax(worst, fabs(a.logits[i] - b.logits[i]));
+    for (size_t i = 0; i < (size_t)B_TEST * T_TEST * a.V; i++) worst = fmax(worst, fabs(a.fwd.logits[i] - b.fwd.logits[i]));
     CHECK(worst > 1e-6, "%s/%s: block %d changes nothing (%g)", placement, norm, k, worst);
     gpt_free(&a);
     gpt_free(&b);
@@ -232,7 +232,7 @@ static cJSON *read_json(const char *path) {
 }
 
 static void test_diag_log_and_probe_cli(void) {
-    const char *dir = "/tmp/normgpt_diag_cli";
+    const char *dir = "build/tmp/normgpt_diag_cli";
     char cmd[4096], path[256];
     snprintf(cmd, sizeof cmd, TINY_RUN " --model.placement=bhyt --model.norm=bhyt --diag.every=4 --out.dir=%s "
                               "--overwrite", dir);
@@ -286,8 +286,8 @@ static void test_diag_log_and_probe_cli(void) {
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     run_command(cmd, out, sizeof out);
 
-    rc = run_command("./train --probe /tmp/normgpt_no_such_run", out, sizeof out);
-    CHECK(rc == 1 && strstr(out, "/tmp/normgpt_no_such_run"), "probe of nothing: rc %d: %s", rc, out);
+    rc = run_command("./train --probe build/tmp/normgpt_no_such_run", out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "build/tmp/normgpt_no_such_run"), "probe of nothing: rc %d: %s", rc, out);
     snprintf(cmd, sizeof cmd, "./train --probe %s --eval.batches=1", dir);
     rc = run_command(cmd, out, sizeof out);
     CHECK(rc == 2 && strstr(out, "--eval.batches=1"), "probe with an override: rc %d: %s", rc, out);
@@ -295,7 +295,7 @@ static void test_diag_log_and_probe_cli(void) {
 
 // scripts/compare on a spec of 2 variants x 2 depths x 2 seeds, then scripts/plot on one of its runs.
 static void test_compare_and_plot_scripts(void) {
-    const char *spec = "/tmp/normgpt_compare_spec.json", *runs = "/tmp/normgpt_compare", *figs = "/tmp/normgpt_plot";
+    const char *spec = "build/tmp/normgpt_compare_spec.json", *runs = "build/tmp/normgpt_compare", *figs = "build/tmp/normgpt_plot";
     char cmd[4096];
     FILE *f = fopen(spec, "w");
     if (!f) { CHECK(0, "cannot write %s", spec); return; }

@@ -77,35 +77,35 @@ static void test_two_ranks_equal_one(void) {
     for (int k = 0; k < 2; k++) {
         char opts[1024];
         snprintf(opts, sizeof opts, BASE " %s --train.steps=8 --out.checkpoint_every=4", shapes[k]);
-        if (!run("./train %s --out.dir=/tmp/normgpt_dp1", opts)) return;
-        if (!run(MPI2 " %s --out.dir=/tmp/normgpt_dp2", opts)) return;
+        if (!run("./train %s --out.dir=build/tmp/normgpt_dp1", opts)) return;
+        if (!run(MPI2 " %s --out.dir=build/tmp/normgpt_dp2", opts)) return;
         CHECK(strstr(out, "data-parallel: 2 ranks") && strstr(out, "x 2 ranks;"), "no data-parallel line: %s", out);
         const char *first = strstr(out, "config (resolved)");
         CHECK(first && !strstr(first + 1, "config (resolved)"), "not exactly one rank printed: %s", out);
-        same_losses("/tmp/normgpt_dp1", "/tmp/normgpt_dp2", 8 + 3, LOSS_TOL);  // 8 steps, evals at 0, 4, 8
+        same_losses("build/tmp/normgpt_dp1", "build/tmp/normgpt_dp2", 8 + 3, LOSS_TOL);  // 8 steps, evals at 0, 4, 8
     }
     // Resume the step-4 checkpoint of the 2-rank run (accumulation shape) with 2 ranks, then with 1.
-#define SETUP "rm -rf /tmp/normgpt_dp_r && mkdir -p /tmp/normgpt_dp_r && cp /tmp/normgpt_dp2/ckpt_00000004.bin " \
-              "/tmp/normgpt_dp2/config.json /tmp/normgpt_dp2/log.jsonl /tmp/normgpt_dp_r/"
-    if (!run(SETUP " && " MPI2 " --resume /tmp/normgpt_dp_r")) return;
-    same_losses("/tmp/normgpt_dp2", "/tmp/normgpt_dp_r", 8 + 3, 0);
-    CHECK(run_command("cmp /tmp/normgpt_dp2/ckpt_00000008.bin /tmp/normgpt_dp_r/ckpt_00000008.bin", out, sizeof out)
+#define SETUP "rm -rf build/tmp/normgpt_dp_r && mkdir -p build/tmp/normgpt_dp_r && cp build/tmp/normgpt_dp2/ckpt_00000004.bin " \
+              "build/tmp/normgpt_dp2/config.json build/tmp/normgpt_dp2/log.jsonl build/tmp/normgpt_dp_r/"
+    if (!run(SETUP " && " MPI2 " --resume build/tmp/normgpt_dp_r")) return;
+    same_losses("build/tmp/normgpt_dp2", "build/tmp/normgpt_dp_r", 8 + 3, 0);
+    CHECK(run_command("cmp build/tmp/normgpt_dp2/ckpt_00000008.bin build/tmp/normgpt_dp_r/ckpt_00000008.bin", out, sizeof out)
               == 0, "final checkpoints of the 2-rank run and its 2-rank resumption differ: %s", out);
-    if (!run(SETUP " && ./train --resume /tmp/normgpt_dp_r")) return;
+    if (!run(SETUP " && ./train --resume build/tmp/normgpt_dp_r")) return;
     CHECK(strstr(out, "trained on 2 rank(s), now 1"), "resume on another world size not reported: %s", out);
-    same_losses("/tmp/normgpt_dp2", "/tmp/normgpt_dp_r", 8 + 3, LOSS_TOL);
+    same_losses("build/tmp/normgpt_dp2", "build/tmp/normgpt_dp_r", 8 + 3, LOSS_TOL);
     // A global batch that cannot be split evenly is refused by name.
     int rc = run_command("mpiexec -n 3 build/mpi/train " BASE " --train.batch_size=16 --train.total_batch_tokens=1024 "
-                         "--out.dir=/tmp/normgpt_dp3", out, sizeof out);
+                         "--out.dir=build/tmp/normgpt_dp3", out, sizeof out);
     CHECK(rc != 0 && strstr(out, "train.total_batch_tokens") && strstr(out, "3 ranks"), "16 windows on 3 ranks: %s",
           out);
-    run_command("rm -rf /tmp/normgpt_dp1 /tmp/normgpt_dp2 /tmp/normgpt_dp_r /tmp/normgpt_dp3", out, sizeof out);
+    run_command("rm -rf build/tmp/normgpt_dp1 build/tmp/normgpt_dp2 build/tmp/normgpt_dp_r build/tmp/normgpt_dp3", out, sizeof out);
 }
 
 #define STOP_RUN MPI2 " " BASE " --train.batch_size=8 --train.total_batch_tokens=1024 --train.steps=16 " \
                  "--out.checkpoint_every=2 --out.dir="
-#define STOP_REF "/tmp/normgpt_dp_ref"
-#define STOP_DIR "/tmp/normgpt_dp_stop"
+#define STOP_REF "build/tmp/normgpt_dp_ref"
+#define STOP_DIR "build/tmp/normgpt_dp_stop"
 
 // Start `cmd` in the background with NORMGPT_TEST_TAG=tag in its environment (mpiexec passes it on
 // to the ranks), its output to out_path.

@@ -6,7 +6,7 @@
 #include "testing.h"
 #include <string.h>
 
-#define EXPORT_DIR "/tmp/normgpt_export"
+#define EXPORT_DIR "build/tmp/normgpt_export"
 // Six steps at lr 1e-2 (no warmup) move every gain and bias away from its init.
 #define EXPORT_RUN "./train --train.batch_size=4 --train.seq_len=64 --train.total_batch_tokens=256 " \
                    "--train.warmup_steps=1 --train.lr=1e-2 --eval.every=0 --sample.tokens=0 " \

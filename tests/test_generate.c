@@ -12,15 +12,10 @@ static const char *METHODS[] = {"pre_ln", "post_ln", "mix_ln", "hybridnorm", "hy
 #define GEN_B 2
 #define GEN_T 12
 
-// A method's small config (configs/NAME.json) at a test size: its block table, norms and options
-// kept; with `llama`, also RoPE, grouped-query attention, SwiGLU, an untied head with a bias, no
-// biases elsewhere, and (BHyT) an exact BHyT final norm.
-static Config method_config(const char *name, int llama) {
-    char path[256];
-    Config c;
-    config_defaults(&c);
-    snprintf(path, sizeof path, "configs/%s.json", name);
-    config_load_file(&c, path);
+// A config at a test size: its block table, norms and options kept; with `llama`, also RoPE,
+// grouped-query attention, SwiGLU, an untied head with a bias, no biases elsewhere, and (BHyT) an
+// exact BHyT final norm.
+static Config test_size(Config c, int llama) {
     c.vocab_size = 96;
     c.block_size = GEN_T;
     c.seq_len = GEN_T;
@@ -39,6 +34,16 @@ static Config method_config(const char *name, int llama) {
     }
     config_validate(&c);
     return c;
+}
+
+// A method's small config (configs/NAME.json) at a test size.
+static Config method_config(const char *name, int llama) {
+    char path[256];
+    Config c;
+    config_defaults(&c);
+    snprintf(path, sizeof path, "configs/%s.json", name);
+    config_load_file(&c, path);
+    return test_size(c, llama);
 }
 
 // A model away from its init, as after some training: every parameter perturbed (gains != 1,
@@ -71,7 +76,7 @@ static double decoder_vs_forward(GPT *m, uint64_t seed) {
                 for (int b = 0; b < batch; b++) step_tokens[b] = inputs[(first + b) * GEN_T + t];
                 const real *logits = decoder_step(&d, step_tokens);
                 for (int b = 0; b < batch; b++) {
-                    const real *full = m->logits + ((size_t)(first + b) * GEN_T + t) * m->V;
+                    const real *full = m->fwd.logits + ((size_t)(first + b) * GEN_T + t) * m->V;
                     for (int v = 0; v < m->V; v++) {
                         worst = fmax(worst, fabs(logits[(size_t)b * m->V + v] - full[v]));
                         largest = fmax(largest, fabs(full[v]));
@@ -84,6 +89,9 @@ static double decoder_vs_forward(GPT *m, uint64_t seed) {
     return worst / largest;
 }
 
+// The one block forward in its two attention modes: the cached decoder's logits equal the full
+// forward's, for every method's config and every placement x norm of the tables, each also with
+// the LLaMA options.
 static void test_decoder_equals_forward(void) {
     for (size_t i = 0; i < sizeof METHODS / sizeof *METHODS; i++) {
         for (int llama = 0; llama < 2; llama++) {
@@ -93,6 +101,24 @@ static void test_decoder_equals_forward(void) {
             build_perturbed(&m, &c, 11 + i);
             double diff = decoder_vs_forward(&m, 11 + i);
             CHECK(diff < 1e-10, "%s%s: cached logits differ from the full forward by %.3e (relative)", METHODS[i],
+                  llama ? " (rope, gqa, swiglu, untied, head bias)" : "", diff);
+            gpt_free(&m);
+        }
+    }
+    BlockSpec specs[PLACEMENTS_COUNT * NORM_KINDS];
+    int n = block_matrix(specs, PLACEMENTS_COUNT * NORM_KINDS);
+    for (int i = 0; i < n; i++) {
+        for (int llama = 0; llama < 2; llama++) {
+            Config c;
+            config_defaults(&c);
+            c.n_layer = 3;
+            use_block(&c, specs[i]);
+            c = test_size(c, llama);
+            GPT m;
+            build_perturbed(&m, &c, 31 + i);
+            double diff = decoder_vs_forward(&m, 31 + i);
+            CHECK(diff < 1e-10, "%s/%s%s: cached logits differ from the full forward by %.3e (relative)",
+                  PLACEMENTS[specs[i].placement].name, NORM_OPS[specs[i].norm].name,
                   llama ? " (rope, gqa, swiglu, untied, head bias)" : "", diff);
             gpt_free(&m);
         }
@@ -112,6 +138,53 @@ static void test_decoder_equals_forward(void) {
     gpt_free(&m);
 }
 
+// Inference builds hold the same parameters without gradients: weights only runs the decoder,
+// with (B,T) activations the full forward, each giving the training build's logits exactly.
+static void test_inference_builds(void) {
+    static const char *methods[] = {"bhyt", "mix_ln", "hybridnorm_star", "pre_crmsnorm"};
+    for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+        Config c = method_config(methods[i], 1);
+        GPT trained, weights, probe;
+        build_perturbed(&trained, &c, 41);
+        gpt_build_inference(&weights, &c, 0, 0);
+        gpt_build_inference(&probe, &c, GEN_B, GEN_T);
+        CHECK(weights.n_params == trained.n_params && !weights.grads && !probe.grads && !weights.fwd.logits &&
+              weights.n_acts < probe.n_acts && probe.n_acts < trained.n_acts,
+              "%s: inference builds: %zu params, acts %zu / %zu / %zu", methods[i], weights.n_params, weights.n_acts,
+              probe.n_acts, trained.n_acts);
+        memcpy(weights.params, trained.params, trained.n_params * sizeof(real));
+        memcpy(probe.params, trained.params, trained.n_params * sizeof(real));
+        CHECK(decoder_vs_forward(&trained, 41) < 1e-10, "%s: training build's decoder", methods[i]);
+        // decoder_vs_forward compares a model's decoder with its own forward: the weights-only
+        // build's decoder against the training build's forward instead.
+        Rng r = rng_stream(41, 301);
+        int inputs[GEN_B * GEN_T];
+        for (int k = 0; k < GEN_B * GEN_T; k++) inputs[k] = (int)rng_below(&r, (uint64_t)trained.V);
+        gpt_forward(&trained, inputs, NULL, GEN_B, GEN_T);
+        gpt_forward(&probe, inputs, NULL, GEN_B, GEN_T);
+        size_t NV = (size_t)GEN_B * GEN_T * trained.V;
+        CHECK(!memcmp(probe.fwd.logits, trained.fwd.logits, NV * sizeof(real)), "%s: forward-only build's logits",
+              methods[i]);
+        Decoder d;
+        decoder_init(&d, &weights, GEN_B);
+        double worst = 0;
+        for (int t = 0; t < GEN_T; t++) {
+            int step[GEN_B];
+            for (int b = 0; b < GEN_B; b++) step[b] = inputs[b * GEN_T + t];
+            const real *logits = decoder_step(&d, step);
+            for (int b = 0; b < GEN_B; b++)
+                for (int v = 0; v < trained.V; v++)
+                    worst = fmax(worst, fabs(logits[(size_t)b * trained.V + v] -
+                                             trained.fwd.logits[((size_t)b * GEN_T + t) * trained.V + v]));
+        }
+        CHECK(worst < 1e-10, "%s: weights-only build's decoder differs by %.3e", methods[i], worst);
+        decoder_free(&d);
+        gpt_free(&trained);
+        gpt_free(&weights);
+        gpt_free(&probe);
+    }
+}
+
 // A Mix-LN-like table with every placement and the DyT embedding scale in one model.
 static void test_decoder_mixed_table(void) {
     static const char *places[] = {"post", "hybrid_star", "hybrid", "pre", "bhyt", "bhyt_star", "post"};
@@ -119,10 +192,8 @@ static void test_decoder_mixed_table(void) {
     Config c = method_config("pre_ln", 0);
     c.n_layer = 7;
     c.n_blocks = 7;
-    for (int l = 0; l < 7; l++) {
-        snprintf(c.blocks[l].placement, CONFIG_NAME, "%s", places[l]);
-        snprintf(c.blocks[l].norm, CONFIG_NAME, "%s", norms[l]);
-    }
+    for (int l = 0; l < 7; l++)
+        c.blocks[l] = (BlockSpec){(Placement)placement_by_name(places[l]), norm_by_name(norms[l])};
     c.embed_scale = 1;
     snprintf(c.final_norm, sizeof c.final_norm, "none");
     config_validate(&c);
@@ -153,7 +224,7 @@ static void test_greedy_restart_matches_forward(void) {
             if (i - w0 == GEN_T) { w0 = i - keep + 1; restarts += b == 0; }
             int T = i - w0 + 1;
             gpt_forward(&m, &seqs[b][w0], NULL, 1, T);
-            const real *row = m.logits + (size_t)(T - 1) * m.V;
+            const real *row = m.fwd.logits + (size_t)(T - 1) * m.V;
             int best = 0;
             for (int v = 1; v < m.V; v++) if (row[v] > row[best]) best = v;
             mismatches += best != seqs[b][i + 1];
@@ -250,7 +321,7 @@ static void test_generate_command(void) {
     CHECK(rc == 0 && a_end && b_end && a_end - a == b_end - b && !memcmp(a, b, a_end - a),
           "two runs with one seed printed different text:\n%s\n%s", first, out);
     // From a checkpoint of a short run.
-    const char *dir = "/tmp/normgpt_gen";
+    const char *dir = "build/tmp/normgpt_gen";
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "./train --config configs/pre_rmsnorm.json " GEN_SMALL " --train.batch_size=4 "
              "--train.total_batch_tokens=128 --train.steps=3 --train.warmup_steps=1 --eval.every=0 --sample.tokens=8 --out.dir=%s --overwrite "
@@ -270,8 +341,9 @@ static void test_generate_command(void) {
 }
 
 const TestCase generate_tests[] = {
-    {"generate: cached logits = forward, every method", test_decoder_equals_forward},
+    {"generate: block forward cached = full, every method and placement x norm", test_decoder_equals_forward},
     {"generate: cached logits = forward, mixed table", test_decoder_mixed_table},
+    {"generate: inference builds (weights only, forward only)", test_inference_builds},
     {"generate: greedy past the cache = forward", test_greedy_restart_matches_forward},
     {"generate: sampling is deterministic per seed", test_sampling_deterministic},
     {"generate: top-k and greedy sampling", test_sample_logits_top_k},

@@ -16,12 +16,12 @@ static void test_every_method_learns(void) {
                  "./train --config configs/%s.json --model.n_layer=4 --model.n_embd=64 --model.n_head=4 "
                  "--model.block_size=64 --train.seq_len=64 --train.batch_size=4 --train.total_batch_tokens=256 "
                  "--train.steps=30 --train.warmup_steps=5 --train.lr=3e-3 --eval.every=30 --eval.batches=2 "
-                 "--sample.tokens=0 --out.checkpoint_every=0 --train.threads=2 --out.dir=/tmp/normgpt_method "
+                 "--sample.tokens=0 --out.checkpoint_every=0 --train.threads=2 --out.dir=build/tmp/normgpt_method "
                  "--overwrite", METHODS[i]);
         int rc = run_command(cmd, out, sizeof out);
         CHECK(rc == 0, "%s: run failed: %s", METHODS[i], out);
         CHECK(strstr(out, "blocks (stream width") != NULL, "%s: no block table printed", METHODS[i]);
-        snprintf(log_path, sizeof log_path, "/tmp/normgpt_method/log.jsonl");
+        snprintf(log_path, sizeof log_path, "build/tmp/normgpt_method/log.jsonl");
         FILE *f = fopen(log_path, "r");
         double first = 0, last = 0, val0 = NAN, val_end = NAN;
         int steps = 0;
@@ -43,7 +43,7 @@ static void test_every_method_learns(void) {
         CHECK(last < first - 0.5, "%s: train loss %.3f -> %.3f did not fall", METHODS[i], first, last);
         CHECK(val_end < val0 - 0.5, "%s: val loss %.3f -> %.3f did not fall", METHODS[i], val0, val_end);
     }
-    run_command("rm -rf /tmp/normgpt_method", out, sizeof out);
+    run_command("rm -rf build/tmp/normgpt_method", out, sizeof out);
 }
 
 const TestCase method_tests[] = {

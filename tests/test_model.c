@@ -73,31 +73,47 @@ static void check_model_gradients(Config c, const char *label) {
 static void test_model_gradients(void) { check_model_gradients(tiny_config(1, 1), "gpt-2 pre-ln"); }
 static void test_model_gradients_untied_nobias(void) { check_model_gradients(tiny_config(0, 0), "untied, no bias"); }
 
-// Every placement with every norm operator it can take.
+int block_matrix(BlockSpec *out, int max) {
+    int n = 0;
+    for (int p = 0; p < PLACEMENTS_COUNT; p++)
+        for (int k = 0; k < NORM_KINDS; k++)
+            if (!placement_refuses((Placement)p, (NormKind)k) && n < max) out[n++] = (BlockSpec){p, k};
+    return n;
+}
+
+void use_block(Config *c, BlockSpec spec) {
+    c->n_blocks = (int)c->n_layer;
+    for (int l = 0; l < c->n_blocks; l++) c->blocks[l] = spec;
+    // The BHyT placements end in an exact BHyT, as the paper's runs with a final lambda; the rest auto.
+    int bhyt = PLACEMENTS[spec.placement].required_norm == NORM_BHYT;
+    snprintf(c->final_norm, sizeof c->final_norm, "%s", bhyt ? NORM_OPS[NORM_BHYT].name : "auto");
+    if (bhyt) c->bhyt_final_lambda = 1.5;
+    snprintf(c->norm, sizeof c->norm, "%s", NORM_OPS[spec.norm].name);
+}
+
+// Every placement with every norm operator it can take (the tables' matrix), and the mix preset.
 static void test_model_gradients_norm_matrix(void) {
-    static const char *placements[] = {"pre", "post", "mix", "hybrid", "hybrid_star"};
-    static const char *norms[] = {"layernorm", "rmsnorm", "dyt", "bhyt"};
-    for (size_t p = 0; p < sizeof placements / sizeof *placements; p++) {
-        for (size_t n = 0; n < sizeof norms / sizeof *norms; n++) {
-            Config c = tiny_config(1, 1);
-            c.n_layer = 3;
-            use_preset(&c, placements[p], norms[n], "auto");
-            c.mix_ratio = 0.34;  // one post block of three
-            char label[64];
-            snprintf(label, sizeof label, "%s/%s", placements[p], norms[n]);
-            check_model_gradients(c, label);
-        }
-    }
-    static const char *bhyt_placements[] = {"bhyt", "bhyt_star"};
-    for (int p = 0; p < 2; p++) {
+    BlockSpec specs[PLACEMENTS_COUNT * NORM_KINDS];
+    int n = block_matrix(specs, PLACEMENTS_COUNT * NORM_KINDS);
+    CHECK(n >= 19, "the placement x norm matrix has only %d pairs", n);
+    for (int i = 0; i < n; i++) {
         Config c = tiny_config(1, 1);
-        use_preset(&c, bhyt_placements[p], "bhyt", "bhyt");
-        c.bhyt_final_lambda = 1.5;
-        check_model_gradients(c, bhyt_placements[p]);
+        c.n_layer = 3;
+        use_block(&c, specs[i]);
+        char label[64];
+        snprintf(label, sizeof label, "%s/%s", PLACEMENTS[specs[i].placement].name, NORM_OPS[specs[i].norm].name);
+        check_model_gradients(c, label);
     }
-    Config crms = tiny_config(1, 1);
-    use_preset(&crms, "pre", "crmsnorm", "auto");
-    check_model_gradients(crms, "pre/crmsnorm");
+    static const char *norms[] = {"layernorm", "rmsnorm", "dyt", "bhyt"};
+    for (size_t k = 0; k < sizeof norms / sizeof *norms; k++) {
+        Config c = tiny_config(1, 1);
+        c.n_layer = 3;
+        use_preset(&c, "mix", norms[k], "auto");
+        c.mix_ratio = 0.34;  // one post block of three
+        char label[64];
+        snprintf(label, sizeof label, "mix/%s", norms[k]);
+        check_model_gradients(c, label);
+    }
 }
 
 // The architecture options, each on top of a different block type.
@@ -319,7 +335,7 @@ static void test_grad_norm_and_clip(void) {
 }
 
 static void test_checkpoint_roundtrip(void) {
-    char dir[] = "/tmp/normgpt_ckpt_XXXXXX";
+    char dir[] = "build/tmp/normgpt_ckpt_XXXXXX";
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     Config c = tiny_config(1, 1);
     GPT a, b;
@@ -373,7 +389,7 @@ static void test_checkpoint_roundtrip(void) {
 
 // Header sizes whose product wraps around 2^64 to the file size (a fuzz corpus input) are rejected.
 static void test_checkpoint_wrapped_sizes(void) {
-    char dir[] = "/tmp/normgpt_wrap_XXXXXX", cmd[256], out[4096];
+    char dir[] = "build/tmp/normgpt_wrap_XXXXXX", cmd[256], out[4096];
     if (!mkdtemp(dir)) die(1, "mkdtemp failed");
     snprintf(cmd, sizeof cmd, "cp tests/fuzz_corpus/checkpoint/wrapped_sizes.bin %s/ckpt_00000001.bin && "
              "./train --resume %s", dir, dir);
@@ -410,7 +426,71 @@ static void test_locate_nonfinite(void) {
     gpt_free(&m);
 }
 
+static void validate_override(void *assignment) {
+    Config c = tiny_config(1, 1);
+    config_apply_override(&c, assignment);
+    config_validate(&c);
+}
+
+// Names resolve once, against the tables: an unknown name or a pair a placement refuses is one
+// clear error naming the key, never a fallback; each block records its parameter range; the block
+// table prints every placement by its own name.
+static void test_block_tables(void) {
+    static const char *bad[][2] = {
+        {"model.norm=layer_norm", "model.norm"},
+        {"model.final_norm=rms", "model.final_norm"},
+        {"model.placement=sandwich", "model.placement"},
+        {"model.blocks=[{\"placement\":\"pre\",\"norm\":\"ln\"},{\"placement\":\"pre\"}]", "model.blocks[0].norm"},
+        {"model.blocks=[{\"placement\":\"pre\"},{\"placement\":\"peri\"}]", "model.blocks[1].placement"},
+        {"model.blocks=[{\"placement\":\"bhyt\",\"norm\":\"dyt\"},{\"placement\":\"pre\"}]",
+         "model.blocks[0]: placement bhyt needs norm bhyt"},
+        {"model.blocks=[{\"placement\":\"post\",\"norm\":\"crmsnorm\"},{\"placement\":\"pre\",\"norm\":\"crmsnorm\"}]",
+         "model.blocks[0]: crmsnorm works only with placement pre"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECK(expect_exit(validate_override, (void *)bad[i][0], EXIT_CONFIG, bad[i][1]), "%s", bad[i][0]);
+    for (int p = 0; p < PLACEMENTS_COUNT; p++)
+        CHECK(placement_by_name(PLACEMENTS[p].name) == p, "placement row %d does not resolve back", p);
+    Config c = tiny_config(1, 1);
+    c.n_layer = PLACEMENTS_COUNT;
+    c.n_blocks = PLACEMENTS_COUNT;
+    for (int p = 0; p < PLACEMENTS_COUNT; p++) {
+        NormKind k = PLACEMENTS[p].required_norm == NORM_ANY ? NORM_DYT : PLACEMENTS[p].required_norm;
+        c.blocks[p] = (BlockSpec){(Placement)p, k};
+    }
+    config_validate(&c);
+    char *json = config_to_json(&c);
+    Config back = tiny_config(1, 1);
+    config_apply_json(&back, json, "round trip");
+    config_validate(&back);
+    CHECK(!config_first_difference(&c, &back), "the block table does not survive config_to_json: %s", json);
+    free(json);
+    GPT m;
+    gpt_build(&m, &c);
+    char text[4096] = "";
+    FILE *f = fmemopen(text, sizeof text - 1, "w");
+    gpt_print_blocks(&m, f);
+    fclose(f);
+    for (int l = 0; l < m.L; l++) {
+        char line[64];
+        snprintf(line, sizeof line, "  %3d  %-11s ", l, PLACEMENTS[l].name);
+        CHECK(strstr(text, line), "block %d does not print as %s:\n%s", l, PLACEMENTS[l].name, text);
+        // The recorded range holds exactly the tensors named h.<l>.
+        const Block *b = &m.blocks[l];
+        char prefix[16];
+        int n = snprintf(prefix, sizeof prefix, "h.%d.", l), named = 0;
+        for (int t = 0; t < m.n_tensors; t++) named += !strncmp(m.tensors[t].name, prefix, n);
+        CHECK(b->tensor_end - b->tensor_begin == named && named > 0 &&
+              b->param_begin == m.tensors[b->tensor_begin].offset &&
+              b->param_end == m.tensors[b->tensor_end - 1].offset + m.tensors[b->tensor_end - 1].size &&
+              !strncmp(m.tensors[b->tensor_begin].name, prefix, n) && !strncmp(m.tensors[b->tensor_end - 1].name, prefix, n),
+              "block %d: recorded range [%d, %d) does not hold its %d tensors", l, b->tensor_begin, b->tensor_end, named);
+    }
+    gpt_free(&m);
+}
+
 const TestCase model_tests[] = {
+    {"placement and norm tables: names, errors, printing, ranges", test_block_tables},
     {"model layout, init and decay flags", test_model_init_and_layout},
     {"model gradients (finite differences)", test_model_gradients},
     {"model gradients, untied, no bias", test_model_gradients_untied_nobias},

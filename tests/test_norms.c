@@ -373,6 +373,7 @@ static void check_dispatch(NormKind kind, int with_weight, int with_bias) {
         bhyt_forward(out, st, k.x, &k.scale, w, KAPPA, BHYT_EPS, N, C);
         bhyt_backward(dx, &k.ds[0], dw, k.R, k.x, st, &k.scale, w, KAPPA, N, C);
         break;
+    default: CHECK(0, "no direct call for norm %d", kind); return;
     }
     double sum = 0;
     for (int i = 0; i < N * C; i++) sum += fabs(k.out[0][i]) + fabs(k.dx[0][i]);
@@ -389,6 +390,22 @@ static void test_dispatch_rmsnorm(void) { check_dispatch(NORM_RMSNORM, 1, 0); ch
 static void test_dispatch_crmsnorm(void) { check_dispatch(NORM_CRMSNORM, 0, 0); }
 static void test_dispatch_dyt(void) { check_dispatch(NORM_DYT, 1, 1); check_dispatch(NORM_DYT, 1, 0); }
 static void test_dispatch_bhyt(void) { check_dispatch(NORM_BHYT, 1, 0); check_dispatch(NORM_BHYT, 0, 0); }
+
+// The operator table: every row named once (names resolve back to it, unknown names to nothing),
+// with a forward/backward pair, and every row dispatched above.
+static void test_norm_table(void) {
+    for (int k = 0; k < NORM_KINDS; k++) {
+        const NormOp *op = &NORM_OPS[k];
+        CHECK(op->name && norm_by_name(op->name) == k, "row %d: name does not resolve back", k);
+        CHECK(op->forward && op->backward, "%s: no forward/backward", op->name);
+        CHECK(!op->has_scale || (op->scale_init[NORM_SITE_ATTN] && op->scale_init[NORM_SITE_FFN] &&
+                                 op->scale_init[NORM_SITE_FINAL]), "%s: a scale without an init key per site", op->name);
+        CHECK(!op->compresses_stream || (!op->has_weight && op->bias == BIAS_NEVER),
+              "%s: a compressed-stream norm cannot carry an affine map", op->name);
+    }
+    CHECK(NORM_OPS[NORM_BHYT].fixed_eps == BHYT_EPS, "BHyT's epsilon is %g", NORM_OPS[NORM_BHYT].fixed_eps);
+    CHECK(norm_by_name("layer_norm") == NORM_NONE && norm_by_name("") == NORM_NONE, "an unknown name resolved");
+}
 
 // --- Every backward gives the same bits for 1 and 5 threads (reductions in a fixed order). Large
 // enough for several channel blocks and many rows per row chunk.
@@ -449,6 +466,7 @@ const TestCase norm_tests[] = {
     {"norms: bhyt exact without gain (fin. diff.)", test_bhyt_no_gain},
     {"norms: qkvnorm H=4 Hkv=2 (fin. diff.)", test_qkvnorm},
     {"norms: bhyt block, shared site 2 (fin. diff.)", test_bhyt_block},
+    {"norms: the operator table", test_norm_table},
     {"norms: dispatch layernorm", test_dispatch_layernorm},
     {"norms: dispatch rmsnorm", test_dispatch_rmsnorm},
     {"norms: dispatch crmsnorm", test_dispatch_crmsnorm},

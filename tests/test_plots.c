@@ -3,7 +3,7 @@
 #include "testing.h"
 #include <string.h>
 
-#define PLOTS_DIR "/tmp/normgpt_plots"
+#define PLOTS_DIR "build/tmp/normgpt_plots"
 
 static void test_compare_from_logs(void) {
     static char out[1 << 14];

@@ -13,7 +13,7 @@
 #define BROWN_VAL "data/brown/brown_val_000000.bin"
 #define BROWN_VOCAB 8192
 #define BROWN_SEPARATOR 1
-#define SCRATCH "/tmp/normgpt_tokenizer_test"
+#define SCRATCH "build/tmp/normgpt_tokenizer_test"
 
 static void put_le32(unsigned char *p, int32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (unsigned char)((uint32_t)v >> (8 * i));

@@ -9,7 +9,7 @@
 
 static char out[1 << 16];
 
-#define PARITY_DIR "/tmp/normgpt_torch"
+#define PARITY_DIR "build/tmp/normgpt_torch"
 #define PARITY_PY "/usr/bin/python3 tests/torch/torch_parity.py"
 // Six steps at lr 1e-2 (no warmup) move every gain, bias and scalar away from its init. One thread:
 // these runs are tiny, and on a busy machine OpenMP's barriers would cost more than they save.

@@ -38,6 +38,10 @@ Config tiny_config(int bias, int tied);
 // Replace c's block table by the expansion of `placement` x `norm` with the final norm `final_norm`
 // (config_validate expands it again).
 void use_preset(Config *c, const char *placement, const char *norm, const char *final_norm);
+// Every (placement, norm) pair a block can be built with, from the tables (at most max): the count.
+int block_matrix(BlockSpec *out, int max);
+// Make every block of c `spec`, the final norm auto (exact BHyT for the BHyT placements).
+void use_block(Config *c, BlockSpec spec);
 
 // Test tables of each file.
 extern const TestCase method_tests[];

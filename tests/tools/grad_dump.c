@@ -55,8 +55,8 @@ int main(int argc, char **argv) {
 
     size_t NV = (size_t)B * T * m.V;
     real *logits = xcalloc(NV, sizeof(real));
-    gpt_forward(&m, inputs, NULL, B, T);  // without targets the raw logits stay in m.logits
-    memcpy(logits, m.logits, NV * sizeof(real));
+    gpt_forward(&m, inputs, NULL, B, T);  // without targets the raw logits stay in m.fwd.logits
+    memcpy(logits, m.fwd.logits, NV * sizeof(real));
     double loss = gpt_forward(&m, inputs, targets, B, T);
     gpt_zero_grad(&m);
     gpt_backward(&m, inputs, targets, B, T, (real)(1.0 / ((double)B * T)));

@@ -1,0 +1,41 @@
+#include "placement.h"
+#include <stdio.h>
+#include <string.h>
+
+const PlacementSpec PLACEMENTS[PLACEMENTS_COUNT] = {
+    [PLACE_PRE] = {.name = "pre", .attn_in_norm = 1, .ffn_in_norm = 1, .required_norm = NORM_ANY,
+                   .zero_mean_stream = 1, .preset_rest = PLACE_PRE},
+    [PLACE_POST] = {.name = "post", .attn_post_norm = 1, .ffn_post_norm = 1, .required_norm = NORM_ANY,
+                    .preset_rest = PLACE_POST},
+    [PLACE_HYBRID] = {.name = "hybrid", .qkv_norm = 1, .ffn_in_norm = 1, .ffn_from_norm = 1, .required_norm = NORM_ANY,
+                      .preset_rest = PLACE_HYBRID},
+    // As a preset, HybridNorm* is HybridNorm with this block first.
+    [PLACE_HYBRID_STAR] = {.name = "hybrid_star", .attn_in_norm = 1, .qkv_norm = 1, .ffn_in_norm = 1,
+                           .required_norm = NORM_ANY, .preset_rest = PLACE_HYBRID},
+    [PLACE_BHYT] = {.name = "bhyt", .attn_in_norm = 1, .ffn_in_norm = 1, .shared_stat = 1, .required_norm = NORM_BHYT,
+                    .preset_rest = PLACE_BHYT},
+    [PLACE_BHYT_STAR] = {.name = "bhyt_star", .attn_in_norm = 1, .ffn_in_norm = 1, .required_norm = NORM_BHYT,
+                         .preset_rest = PLACE_BHYT_STAR},
+};
+
+int placement_by_name(const char *name) {
+    for (int p = 0; p < PLACEMENTS_COUNT; p++)
+        if (!strcmp(PLACEMENTS[p].name, name)) return p;
+    return -1;
+}
+
+const char *placement_refuses(Placement p, NormKind k) {
+    static char why[128];
+    const PlacementSpec *place = &PLACEMENTS[p];
+    if (place->required_norm != NORM_ANY && place->required_norm != k)
+        snprintf(why, sizeof why, "placement %s needs norm %s", place->name, NORM_OPS[place->required_norm].name);
+    else if (NORM_OPS[k].compresses_stream && !place->zero_mean_stream) {
+        int n = snprintf(why, sizeof why, "%s works only with placement", NORM_OPS[k].name);
+        for (int q = 0; q < PLACEMENTS_COUNT; q++)
+            if (PLACEMENTS[q].zero_mean_stream && n < (int)sizeof why)
+                n += snprintf(why + n, sizeof why - n, " %s", PLACEMENTS[q].name);
+    } else {
+        return NULL;
+    }
+    return why;
+}
