@@ -75,6 +75,11 @@ static const ConfigKey KEYS[] = {
     {"model.bhyt_lambda2",       KEY_FLOAT,  F(bhyt_lambda2),       "1.0",   0, 1e3, NULL},
     {"model.bhyt_final_lambda",  KEY_FLOAT,  F(bhyt_final_lambda),  "0",     0, 1e3, NULL},
     {"model.bhyt_refresh",       KEY_INT,    F(bhyt_refresh),       "0",     0, BIG, NULL},
+    {"model.deepnorm_alpha",     KEY_FLOAT,  F(deepnorm_alpha),     "0",     0, 1e3, NULL},  // 0: (2L)^1/4
+    {"model.deepnorm_beta",      KEY_FLOAT,  F(deepnorm_beta),      "0",     0, 1e3, NULL},  // 0: (8L)^-1/4
+    {"model.lns",                KEY_BOOL,   F(lns),                "false", 0, 1, NULL},
+    {"model.lns_scaled_init",    KEY_BOOL,   F(lns_scaled_init),    "false", 0, 1, NULL},
+    {"model.embed_norm",         KEY_BOOL,   F(embed_norm),         "false", 0, 1, NULL},
     {"train.batch_size",         KEY_INT,    F(batch_size),         "16",    1, 1 << 20, NULL},
     {"train.seq_len",            KEY_INT,    F(seq_len),            "256",   1, 1 << 20, NULL},
     {"train.total_batch_tokens", KEY_INT,    F(total_batch_tokens), "4096",  1, BIG, NULL},
@@ -285,6 +290,10 @@ static void resolve_blocks(Config *c) {
         if (mix) {
             n_post = c->mix_post_layers >= 0 ? (int)c->mix_post_layers : (int)floor(c->mix_ratio * L);
             REQUIRE(n_post <= L, "model.mix_post_layers (%d) exceeds model.n_layer (%d)", n_post, L);
+            if (n_post == 0)  // a warning, not an error: Pre-LN as the K = 0 end of a Mix-LN sweep is legitimate
+                fprintf(stderr, "warning: model.placement = mix with K = 0 Post-LN blocks (%s): every block is "
+                        "pre, this model is plain Pre-LN\n", c->mix_post_layers >= 0 ? "model.mix_post_layers = 0" :
+                        "floor(model.mix_ratio * model.n_layer) = 0");
         }
         for (int l = 0; l < L; l++) {
             Placement p;
@@ -309,6 +318,7 @@ static void resolve_blocks(Config *c) {
             n_compressed++;
             compressed = op->name;
         }
+        REQUIRE(!c->lns || b->norm != NORM_BHYT, "model.lns is undefined for BHyT (block %d uses norm bhyt)", l);
         REQUIRE(!c->center_stream || (p->zero_mean_stream && b->norm == NORM_RMSNORM),
                 "model.center_stream needs every block to be pre with rmsnorm (block %d is %s/%s)", l, p->name,
                 op->name);
@@ -320,6 +330,10 @@ static void resolve_blocks(Config *c) {
         snprintf(c->final_norm, CONFIG_STR, "%s", compressed ? compressed : bhyt_final ? c->norm : "rmsnorm");
     }
     c->final_kind = norm_by_name(c->final_norm);  // NORM_NONE for "none"
+    REQUIRE(!c->embed_norm || norm_by_name(c->norm) != NORM_BHYT,
+            "model.embed_norm is undefined for model.norm = bhyt (BHyT's lambda inits are per block site)");
+    REQUIRE(!c->embed_norm || !c->center_stream, "model.embed_norm and model.center_stream cannot be combined "
+            "(the equivalence with Pre-LN has no embedding norm)");
     REQUIRE(!compressed || !strcmp(c->final_norm, compressed),
             "model.final_norm must be %s (or auto) in a %s model", compressed, compressed);
     REQUIRE(compressed || c->final_kind == NORM_NONE || !NORM_OPS[c->final_kind].compresses_stream,

@@ -18,7 +18,9 @@ typedef struct {
     // model
     long vocab_size, block_size, n_layer, n_head, n_embd, n_kv_head, ffn_hidden, mix_post_layers, bhyt_refresh;
     int bias, tie_embeddings, head_bias, embed_scale, center_stream;
+    int lns, lns_scaled_init, embed_norm;
     double mix_ratio, norm_eps, rope_theta, init_std, dyt_alpha_attn, dyt_alpha_ffn;
+    double deepnorm_alpha, deepnorm_beta;  // 0: the decoder-only formulas (2L)^1/4, (8L)^-1/4
     double bhyt_kappa, bhyt_lambda1, bhyt_lambda2, bhyt_final_lambda;
     char placement[CONFIG_STR], norm[CONFIG_STR], final_norm[CONFIG_STR], ffn[CONFIG_STR], pos[CONFIG_STR],
         init[CONFIG_STR];

@@ -66,12 +66,37 @@ static void linear_params(GPT *m, Linear *lin, int out, int in, int bias, InitKi
     if (bias) param(m, &lin->b, &lin->db, out, 1, 0, INIT_ZEROS, 0, tname(buf, prefix, ".bias"));
 }
 
+// A block matrix (out, in): N(0, std^2) as model.init says, or with `slices` > 0 DeepNorm's
+// Xavier-normal init per slice of rows[i] output rows, std = gain[i] * sqrt(2 / (in + rows[i])).
+static void block_linear(GPT *m, Linear *lin, int out, int in, int bias, InitKind init, double std, int slices,
+                         const int rows[], const double gain[], const char *prefix) {
+    int t = m->n_tensors;
+    linear_params(m, lin, out, in, bias, slices ? INIT_SLICED_NORMAL : init, std, prefix);
+    if (!m->params || !slices) return;
+    for (int i = 0; i < slices; i++) {
+        m->tensors[t].slice_rows[i] = rows[i];
+        m->tensors[t].slice_std[i] = gain[i] * sqrt(2.0 / (in + rows[i]));
+    }
+}
+
+// LayerNorm Scaling: every residual-width norm of block l (N1, N2 and Peri-LN's output norms; not
+// the per-head q/k/v norms) scales its output by 1/sqrt(l + 1), l + 1 the 1-based block index.
+static void set_lns(Block *b, int l) {
+    const PlacementSpec *p = b->place;
+    real s = (real)(1 / sqrt(l + 1.0));
+    if (p->attn_in_norm || p->attn_post_norm) b->n1.lns_scale = s;
+    if (p->ffn_in_norm || p->ffn_post_norm) b->n2.lns_scale = s;
+    if (p->attn_out_norm) b->n1o.lns_scale = s;
+    if (p->ffn_out_norm) b->n2o.lns_scale = s;
+}
+
 static void layout_params(GPT *m, const Config *cfg) {
     int S = m->S, C = m->C, QKV = (m->H + 2 * m->Hkv) * m->hs, bias = cfg->bias;
     double std = cfg->init_std;
     int mixln = name_is(cfg->init, "mixln"), scaled = name_is(cfg->init, "gpt2") || name_is(cfg->init, "megatron");
     InitKind weights = name_is(cfg->init, "megatron") ? INIT_TRUNC_NORMAL : INIT_NORMAL;
-    double writer_std = scaled ? std / sqrt(2.0 * m->L) : std;  // residual writers scaled by 1/sqrt(2L)
+    // Residual writers scaled by 1/sqrt(2L); LNS replaces that by the plain init unless lns_scaled_init.
+    double writer_std = scaled && (!cfg->lns || cfg->lns_scaled_init) ? std / sqrt(2.0 * m->L) : std;
     double wte_std = mixln ? sqrt(2.0 / 5.0) : std;             // Mix-LN's released embedding init
     char prefix[64], buf[64];
     m->n_params = 0;
@@ -80,6 +105,8 @@ static void layout_params(GPT *m, const Config *cfg) {
     if (!m->rope) param(m, &m->wpe, &m->dwpe, m->maxT, S, 1, weights, std, "wpe");
     if (cfg->embed_scale)
         param(m, &m->embed_scale, &m->dembed_scale, 1, 1, 0, INIT_CONST, sqrt((double)S), "embed_scale");
+    m->has_embed_norm = cfg->embed_norm;
+    if (cfg->embed_norm) norm_params(m, &m->embed_norm, norm_by_name(cfg->norm), NORM_SITE_FINAL, cfg, "embed_norm", S);
     for (int l = 0; l < m->L; l++) {
         Block *b = &m->blocks[l];
         const PlacementSpec *place = &PLACEMENTS[cfg->blocks[l].placement];
@@ -97,12 +124,25 @@ static void layout_params(GPT *m, const Config *cfg) {
             param(m, &b->gk, &b->dgk, m->hs, 1, 0, INIT_CONST, 1.0, tname(buf, prefix, ".attn.k_norm.weight"));
             param(m, &b->gv, &b->dgv, m->hs, 1, 0, INIT_CONST, 1.0, tname(buf, prefix, ".attn.v_norm.weight"));
         }
-        linear_params(m, &b->qkv, QKV, S, bias, weights, std, tname(buf, prefix, ".attn.qkv"));
-        linear_params(m, &b->attn_proj, S, C, bias, weights, writer_std, tname(buf, prefix, ".attn.proj"));
+        // DeepNorm: gain 1 for Q and K, beta for V, the output projection and both FFN matrices
+        // (each half of a SwiGLU fc a slice of its own).
+        int xavier = place->xavier_init, Hq = m->H * m->hs, Hk = m->Hkv * m->hs, F = m->F;
+        double beta = m->deepnorm_beta, qkv_gain[] = {1, 1, beta}, gain[] = {beta, beta};
+        block_linear(m, &b->qkv, QKV, S, bias, weights, std, xavier ? 3 : 0, (int[]){Hq, Hk, Hk}, qkv_gain,
+                     tname(buf, prefix, ".attn.qkv"));
+        block_linear(m, &b->attn_proj, S, C, bias, weights, writer_std, xavier, (int[]){S}, gain,
+                     tname(buf, prefix, ".attn.proj"));
+        if (place->attn_out_norm)
+            norm_params(m, &b->n1o, kind, NORM_SITE_ATTN, cfg, tname(buf, prefix, ".norm1_out"), S);
         if (place->ffn_in_norm || place->ffn_post_norm)
             norm_params(m, &b->n2, kind, NORM_SITE_FFN, cfg, tname(buf, prefix, ".norm2"), S);
-        linear_params(m, &b->fc, m->swiglu ? 2 * m->F : m->F, S, bias, weights, std, tname(buf, prefix, ".mlp.fc"));
-        linear_params(m, &b->fc_proj, S, m->F, bias, weights, writer_std, tname(buf, prefix, ".mlp.proj"));
+        block_linear(m, &b->fc, m->swiglu ? 2 * F : F, S, bias, weights, std, xavier ? 1 + m->swiglu : 0,
+                     (int[]){F, F}, gain, tname(buf, prefix, ".mlp.fc"));
+        block_linear(m, &b->fc_proj, S, F, bias, weights, writer_std, xavier, (int[]){S}, gain,
+                     tname(buf, prefix, ".mlp.proj"));
+        if (place->ffn_out_norm)
+            norm_params(m, &b->n2o, kind, NORM_SITE_FFN, cfg, tname(buf, prefix, ".norm2_out"), S);
+        if (cfg->lns) set_lns(b, l);
         if (place->shared_stat) {
             real *unused;
             param(m, &b->bhyt_c, &unused, 1, 1, 0, INIT_ZEROS, 0, tname(buf, prefix, ".bhyt_c"));
@@ -134,8 +174,8 @@ real *arena_take(Arena *a, size_t count) {
 }
 
 // Every site a placement can have: the shared set serves any block.
-static const PlacementSpec ALL_SITES = {.attn_in_norm = 1, .qkv_norm = 1, .attn_post_norm = 1, .ffn_in_norm = 1,
-                                        .ffn_post_norm = 1};
+static const PlacementSpec ALL_SITES = {.attn_in_norm = 1, .qkv_norm = 1, .attn_post_norm = 1, .attn_out_norm = 1,
+                                        .ffn_in_norm = 1, .ffn_post_norm = 1, .ffn_out_norm = 1};
 
 // A norm's output (N,S) and statistics.
 static void take_norm_site(Arena *arena, real **out, real **stats, size_t N, size_t S) {
@@ -163,17 +203,21 @@ static void layout_block_acts(const GPT *m, BlockActs *a, const PlacementSpec *p
         a->att = arena_take(arena, (size_t)B * m->H * T * T);
         a->atty = arena_take(arena, N * C);
         a->res_attn = arena_take(arena, N * S);
+        if (p->attn_out_norm) take_norm_site(arena, &a->attn_out, &a->attn_out_stats, N, S);
         if (p->attn_post_norm) take_norm_site(arena, &a->h, &a->h_stats, N, S);
+        else if (p->attn_out_norm) a->h = arena_take(arena, N * S);
         if (p->ffn_in_norm) take_norm_site(arena, &a->n2, &a->n2_stats, N, S);
         a->fch = arena_take(arena, N * FC);
         a->fch_act = arena_take(arena, N * m->F);
         a->res_ffn = arena_take(arena, N * S);
+        if (p->ffn_out_norm) take_norm_site(arena, &a->ffn_out, &a->ffn_out_stats, N, S);
         if (p->ffn_post_norm) take_norm_site(arena, &a->out, &a->out_stats, N, S);
+        else if (p->ffn_out_norm) a->out = arena_take(arena, N * S);
     }
     // What the placement lacks aliases what takes its place.
     if (!p->qkv_norm) a->qkv = a->qkv_raw;
-    if (!p->attn_post_norm) a->h = a->res_attn;
-    if (!p->ffn_post_norm) {
+    if (!p->attn_post_norm && !p->attn_out_norm) a->h = a->res_attn;
+    if (!p->ffn_post_norm && !p->ffn_out_norm) {
         if (shared) a->res_ffn = a->out;  // the block's own output, the next block's input: kept
         else a->out = a->res_ffn;
     }
@@ -185,6 +229,7 @@ void gpt_layout_forward(const GPT *m, ForwardActs *f, Arena *arena, int B, int T
     memset(f, 0, sizeof *f);
     f->blocks = blocks;
     if (m->embed_scale) f->emb = arena_take(arena, N * S);
+    if (m->has_embed_norm) take_norm_site(arena, &f->embed_in, &f->embed_stats, N, S);
     f->encoded = arena_take(arena, N * S);
     BlockActs one_set;
     if (shared) layout_block_acts(m, &one_set, &ALL_SITES, NULL, arena, B, T);
@@ -221,6 +266,7 @@ static void layout_acts(GPT *m, Arena *arena, int shared, int backward) {
         m->att_scratch = arena_take(arena, (size_t)omp_get_max_threads() * T * T);
     }
     m->bhyt_scratch = any_bhyt ? arena_take(arena, S * S) : NULL;
+    m->lns_scratch = m->lns ? arena_take(arena, 4 * S) : NULL;
 }
 
 // The shapes and parameters of cfg's model, gradients with `grads`, and activations as layout_acts says.
@@ -241,6 +287,9 @@ static void build(GPT *m, const Config *cfg, int B, int T, int grads, int shared
     m->center_stream = cfg->center_stream;
     m->recompute = shared;
     m->bhyt_kappa = (real)cfg->bhyt_kappa;
+    m->deepnorm_alpha = (real)(cfg->deepnorm_alpha > 0 ? cfg->deepnorm_alpha : pow(2.0 * m->L, 0.25));
+    m->deepnorm_beta = (real)(cfg->deepnorm_beta > 0 ? cfg->deepnorm_beta : pow(8.0 * m->L, -0.25));
+    m->lns = cfg->lns;
     m->skip_block = -1;
     m->maxB = B;
     m->seqT = T;
@@ -257,6 +306,10 @@ static void build(GPT *m, const Config *cfg, int B, int T, int grads, int shared
     m->act_memory = arena.base = xcalloc(arena.used, sizeof(real));
     arena.used = 0;
     layout_acts(m, &arena, shared, grads);
+    for (int l = 0; l < m->L && m->lns; l++) {
+        Block *b = &m->blocks[l];
+        b->n1.lns_scratch = b->n2.lns_scratch = b->n1o.lns_scratch = b->n2o.lns_scratch = m->lns_scratch;
+    }
     if (m->rope) rope_tables(m->rope_cos, m->rope_sin, m->maxT, m->hs, cfg->rope_theta);
 }
 
@@ -291,6 +344,13 @@ void gpt_init(GPT *m, uint64_t seed) {
                 do { z = rng_normal(&r); } while (fabs(z) > 3.0);
                 z *= t->init_value;
                 break;
+            case INIT_SLICED_NORMAL: {
+                size_t row = j / t->cols, end = 0;
+                int i = 0;
+                while (i < MAX_INIT_SLICES - 1 && row >= (end += t->slice_rows[i])) i++;
+                z = t->slice_std[i] * rng_normal(&r);
+                break;
+            }
             }
             p[j] = (real)z;
         }
@@ -378,6 +438,37 @@ static void attend(const GPT *m, int l, BlockActs *a, int B, int T, const Attent
     narrow(wide);
 }
 
+static void add_into(real *dst, const real *src, size_t n) {
+    #pragma omp parallel for
+    for (size_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+// out = alpha * x (out may be x).
+static void scale_into(real *out, real alpha, const real *x, size_t n) {
+    #pragma omp parallel for
+    for (size_t i = 0; i < n; i++) out[i] = alpha * x[i];
+}
+
+// What a sublayer's output projection adds its result to (matmul_forward's residual): the stream
+// `base` itself; DeepNorm's alpha * base, written into the projection's output `res` first; or
+// nothing when the sublayer has an output norm (Peri-LN), which comes before the residual add.
+static const real *residual_base(const GPT *m, const PlacementSpec *p, int out_norm, real *res, const real *base,
+                                 size_t n) {
+    if (out_norm) return NULL;
+    if (!p->scaled_residual) return base;
+    scale_into(res, m->deepnorm_alpha, base, n);
+    return res;
+}
+
+// Peri-LN's residual add: y = N_out(res), the sublayer output normalized, then sum = base + y.
+static void out_norm_residual(const Norm *nm, real *sum, real *y, real *y_stats, const real *base, const real *res,
+                              int N, int S) {
+    norm_forward(nm, y, y_stats, res, N, S);
+    size_t n = (size_t)N * S;
+    #pragma omp parallel for
+    for (size_t i = 0; i < n; i++) sum[i] = base[i] + y[i];
+}
+
 // Block l of the model on (B,T) tokens, from block_input(f, l) into f->blocks[l]; every placement's
 // wiring is read from its PLACEMENTS row.
 static void block_forward(const GPT *m, ForwardActs *f, int l, int B, int T, const Attention *at) {
@@ -404,8 +495,12 @@ static void block_forward(const GPT *m, ForwardActs *f, int l, int B, int T, con
         TIMED("rope (fwd)", 0, rope_forward(a->qkv, m->rope_cos + from, m->rope_sin + from, B, T, m->H, m->Hkv, m->hs));
     }
     TIMED("attention (fwd)", 4 * n * T * C, attend(m, l, a, B, T, at));
-    TIMED("matmul attn.proj (fwd)", 2 * n * C * S, linear_forward(at, a->res_attn, x, a->atty, &b->attn_proj, N, C, S));
+    const real *attn_base = residual_base(m, p, p->attn_out_norm, a->res_attn, x, (size_t)N * S);
+    TIMED("matmul attn.proj (fwd)", 2 * n * C * S,
+          linear_forward(at, a->res_attn, attn_base, a->atty, &b->attn_proj, N, C, S));
     if (m->center_stream) TIMED("center stream", 0, center_rows(a->res_attn, N, S));
+    if (p->attn_out_norm)
+        TIMED("norm (fwd)", 0, out_norm_residual(&b->n1o, a->h, a->attn_out, a->attn_out_stats, x, a->res_attn, N, S));
     if (p->attn_post_norm) TIMED("norm (fwd)", 0, norm_forward(&b->n1, a->h, a->h_stats, a->res_attn, N, S));
     // FFN sublayer
     const real *ffn_in = a->h;
@@ -422,9 +517,13 @@ static void block_forward(const GPT *m, ForwardActs *f, int l, int B, int T, con
     if (m->swiglu) TIMED("swiglu (fwd)", 0, swiglu_forward(a->fch_act, a->fch, N, m->F));
     else TIMED("gelu (fwd)", 0, gelu_forward(a->fch_act, a->fch, (size_t)N * m->F));
     const real *ffn_base = p->ffn_from_norm ? ffn_in : a->h;
+    const real *proj_base = residual_base(m, p, p->ffn_out_norm, a->res_ffn, ffn_base, (size_t)N * S);
     TIMED("matmul fc.proj (fwd)", 2 * n * m->F * S,
-          linear_forward(at, a->res_ffn, ffn_base, a->fch_act, &b->fc_proj, N, m->F, S));
+          linear_forward(at, a->res_ffn, proj_base, a->fch_act, &b->fc_proj, N, m->F, S));
     if (m->center_stream) TIMED("center stream", 0, center_rows(a->res_ffn, N, S));
+    if (p->ffn_out_norm)
+        TIMED("norm (fwd)", 0, out_norm_residual(&b->n2o, a->out, a->ffn_out, a->ffn_out_stats, ffn_base, a->res_ffn,
+                                                 N, S));
     if (p->ffn_post_norm) TIMED("norm (fwd)", 0, norm_forward(&b->n2, a->out, a->out_stats, a->res_ffn, N, S));
 }
 
@@ -435,9 +534,18 @@ static void through_post_norm(GPT *m, const Norm *nm, const real *inp, const rea
     real *t = m->dres; m->dres = m->dres_alt; m->dres_alt = t;
 }
 
-static void add_into(real *dst, const real *src, size_t n) {
-    #pragma omp parallel for
-    for (size_t i = 0; i < n; i++) dst[i] += src[i];
+// Peri-LN: m->dres = dL/d(base + N_out(res)) also crosses the output norm: dL/d res, in m->dres_alt.
+static const real *through_out_norm(GPT *m, const Norm *nm, const real *res, const real *stats, int N) {
+    memset(m->dres_alt, 0, (size_t)N * m->S * sizeof(real));
+    norm_backward(nm, m->dres_alt, m->dres, res, stats, N, m->S);
+    return m->dres_alt;
+}
+
+// The residual path's gradient joins the sublayer input's (m->dC): dres = alpha * dres + dC, with
+// DeepNorm's alpha, else 1.
+static void join_residual(GPT *m, const PlacementSpec *p, size_t n) {
+    if (p->scaled_residual) scale_into(m->dres, m->deepnorm_alpha, m->dres, n);
+    add_into(m->dres, m->dC, n);
 }
 
 // On entry m->dres holds dL/d(block output); on exit dL/d(block input).
@@ -453,9 +561,10 @@ static void block_backward(GPT *m, int l, int B, int T) {
     // FFN sublayer: m->dres = dL/d out -> dL/d h
     if (p->ffn_post_norm) TIMED("norm (bwd)", 0, through_post_norm(m, &b->n2, a->res_ffn, a->out_stats, N));
     if (m->center_stream) TIMED("center stream", 0, center_rows(m->dres, N, S));
-    const real *ffn_in = p->ffn_in_norm ? a->n2 : a->h;
+    const real *ffn_in = p->ffn_in_norm ? a->n2 : a->h, *dffn_out = m->dres;
+    if (p->ffn_out_norm) TIMED("norm (bwd)", 0, dffn_out = through_out_norm(m, &b->n2o, a->res_ffn, a->ffn_out_stats, N));
     TIMED("matmul fc.proj (bwd)", 4 * n * m->F * S,
-          matmul_backward(m->dfch_act, b->fc_proj.dw, b->fc_proj.db, m->dres, a->fch_act, b->fc_proj.w, N, m->F, S));
+          matmul_backward(m->dfch_act, b->fc_proj.dw, b->fc_proj.db, dffn_out, a->fch_act, b->fc_proj.w, N, m->F, S));
     if (m->swiglu) TIMED("swiglu (bwd)", 0, swiglu_backward(m->dfch, m->dfch_act, a->fch, N, m->F));
     else TIMED("gelu (bwd)", 0, gelu_backward(m->dfch, a->fch, m->dfch_act, (size_t)N * m->F));
     TIMED("matmul fc (bwd)", 4 * n * S * FC,
@@ -464,7 +573,7 @@ static void block_backward(GPT *m, int l, int B, int T) {
         add_into(m->dC, m->dres, NS);
         memset(m->dres, 0, NS * sizeof(real));
     }
-    if (!p->ffn_in_norm) add_into(m->dres, m->dC, NS);
+    if (!p->ffn_in_norm) join_residual(m, p, NS);
     else if (p->shared_stat)
         TIMED("norm (bwd)", 0, bhyt_shared_backward(m->dres, m->dmean_sq, b->n2.dscale, b->n2.dweight, m->dC, a->h,
                                                     a->n2_stats, b->n2.scale, b->n2.weight, m->bhyt_kappa, N, S));
@@ -472,8 +581,11 @@ static void block_backward(GPT *m, int l, int B, int T) {
     // attention sublayer: m->dres = dL/d h -> dL/d x
     if (p->attn_post_norm) TIMED("norm (bwd)", 0, through_post_norm(m, &b->n1, a->res_attn, a->h_stats, N));
     if (m->center_stream) TIMED("center stream", 0, center_rows(m->dres, N, S));
+    const real *dattn_out = m->dres;
+    if (p->attn_out_norm)
+        TIMED("norm (bwd)", 0, dattn_out = through_out_norm(m, &b->n1o, a->res_attn, a->attn_out_stats, N));
     TIMED("matmul attn.proj (bwd)", 4 * n * C * S,
-          matmul_backward(m->dC, b->attn_proj.dw, b->attn_proj.db, m->dres, a->atty, b->attn_proj.w, N, C, S));
+          matmul_backward(m->dC, b->attn_proj.dw, b->attn_proj.db, dattn_out, a->atty, b->attn_proj.w, N, C, S));
     TIMED("attention (bwd)", 8 * n * T * C,
           attention_backward(m->dqkv, m->att_scratch, m->dC, a->qkv, a->att, B, T, m->H, m->Hkv, m->hs));
     if (m->rope) TIMED("rope (bwd)", 0, rope_backward(m->dqkv, m->rope_cos, m->rope_sin, B, T, m->H, m->Hkv, m->hs));
@@ -486,7 +598,7 @@ static void block_backward(GPT *m, int l, int B, int T) {
     const real *attn_in = p->attn_in_norm ? a->n1 : x;
     TIMED("matmul qkv (bwd)", 4 * n * S * QKV,
           matmul_backward(m->dC, b->qkv.dw, b->qkv.db, dqkv, attn_in, b->qkv.w, N, S, QKV));
-    if (!p->attn_in_norm) { add_into(m->dres, m->dC, NS); return; }
+    if (!p->attn_in_norm) { join_residual(m, p, NS); return; }
     TIMED("norm (bwd)", 0, norm_backward(&b->n1, m->dres, m->dC, x, a->n1_stats, N, S));
     if (p->shared_stat) TIMED("norm (bwd)", 0, mean_square_backward(m->dres, m->dmean_sq, x, N, S));
 }
@@ -494,21 +606,30 @@ static void block_backward(GPT *m, int l, int B, int T) {
 // ---------------------------------------------------------------------------------------------
 // The whole model.
 
-// f->encoded (N,S) = [embed_scale *] wte[inputs] + wpe[pos0 + t] for the T positions of B sequences.
-static void embed_forward(const GPT *m, ForwardActs *f, const int *inputs, int B, int T, int pos0) {
-    const real *wpe = m->wpe ? m->wpe + (size_t)pos0 * m->S : NULL;
-    if (!m->embed_scale) { encoder_forward(f->encoded, inputs, m->wte, wpe, B, T, m->S); return; }
+// e = embed_scale * wte[inputs] + wpe[pos0 + t]; the token embeddings before the scale saved in f->emb.
+static void embed_scale_forward(const GPT *m, ForwardActs *f, real *e, const int *inputs, const real *wpe, int B,
+                                int T) {
     encoder_forward(f->emb, inputs, m->wte, NULL, B, T, m->S);
     real s = m->embed_scale[0];
     #pragma omp parallel for
     for (int n = 0; n < B * T; n++)
         for (int c = 0; c < m->S; c++)
-            f->encoded[(size_t)n * m->S + c] = s * f->emb[(size_t)n * m->S + c] +
-                                                (wpe ? wpe[(size_t)(n % T) * m->S + c] : 0);
+            e[(size_t)n * m->S + c] = s * f->emb[(size_t)n * m->S + c] + (wpe ? wpe[(size_t)(n % T) * m->S + c] : 0);
+}
+
+// e (N,S) = [embed_scale *] wte[inputs] + wpe[pos0 + t] for the T positions of B sequences: f->encoded,
+// or with model.embed_norm f->embed_in, normalized into f->encoded.
+static void embed_forward(const GPT *m, ForwardActs *f, const int *inputs, int B, int T, int pos0) {
+    const real *wpe = m->wpe ? m->wpe + (size_t)pos0 * m->S : NULL;
+    real *e = m->has_embed_norm ? f->embed_in : f->encoded;
+    if (!m->embed_scale) encoder_forward(e, inputs, m->wte, wpe, B, T, m->S);
+    else embed_scale_forward(m, f, e, inputs, wpe, B, T);
+    if (m->has_embed_norm) norm_forward(&m->embed_norm, f->encoded, f->embed_stats, e, B * T, m->S);
 }
 
 // Consumes m->dres = dL/d encoded.
 static void embed_backward(GPT *m, const int *inputs, int B, int T) {
+    if (m->has_embed_norm) through_post_norm(m, &m->embed_norm, m->fwd.embed_in, m->fwd.embed_stats, B * T);
     if (!m->embed_scale) { encoder_backward(m->dwte, m->dwpe, m->dres, inputs, B, T, m->S); return; }
     size_t n = (size_t)B * T * m->S;
     if (m->dwpe) encoder_backward(NULL, m->dwpe, m->dres, inputs, B, T, m->S);
@@ -608,16 +729,26 @@ double gpt_flops_per_token(const GPT *m, int T) {
 
 void gpt_print_blocks(const GPT *m, FILE *out) {
     fprintf(out, "blocks (stream width %d):\n", m->S);
+    if (m->has_embed_norm) fprintf(out, "  embedding norm: %s\n", NORM_OPS[m->embed_norm.kind].name);
     for (int l = 0; l < m->L; l++) {
         const Block *b = &m->blocks[l];
         const PlacementSpec *p = b->place;
         const Norm *nm = (p->attn_in_norm || p->attn_post_norm) ? &b->n1 : &b->n2;
-        fprintf(out, "  %3d  %-11s %-9s  attn: %s%s%s  ffn: %s%s%s\n", l, p->name, NORM_OPS[nm->kind].name,
+        fprintf(out, "  %3d  %-11s %-9s  attn: %s%s%s%s  ffn: %s%s%s%s", l, p->name, NORM_OPS[nm->kind].name,
                 p->attn_in_norm ? "norm before" : p->attn_post_norm ? "norm after residual" : "no norm",
-                p->qkv_norm ? ", qkv-norm" : "", m->rope ? ", rope" : "",
+                p->attn_out_norm ? ", norm on output" : "", p->qkv_norm ? ", qkv-norm" : "", m->rope ? ", rope" : "",
                 p->shared_stat ? "bhyt approx. (block statistic)" : p->ffn_in_norm ? "norm before" :
                 p->ffn_post_norm ? "norm after residual" : "no norm",
-                p->ffn_from_norm ? ", residual from norm" : "", m->swiglu ? ", swiglu" : ", gelu");
+                p->ffn_out_norm ? ", norm on output" : "", p->ffn_from_norm ? ", residual from norm" : "",
+                m->swiglu ? ", swiglu" : ", gelu");
+        if (p->scaled_residual) fprintf(out, "  residual x %.4g, xavier init beta %.4g", m->deepnorm_alpha,
+                                        m->deepnorm_beta);
+        if (nm->lns_scale) fprintf(out, "  lns scale %.4f", nm->lns_scale);
+        // pre with bhyt is BHyT* (bhyt_star), not the paper's BHyT (placement bhyt): say so.
+        if (!p->shared_stat && p->attn_in_norm && p->ffn_in_norm && nm->kind == NORM_BHYT && !p->qkv_norm &&
+            !p->attn_out_norm)
+            fprintf(out, "  = BHyT* (exact statistic at both sites; the paper's BHyT is placement bhyt)");
+        fputc('\n', out);
     }
     fprintf(out, "  final norm: %s\n", m->has_final_norm ? NORM_OPS[m->lnf.kind].name : "none");
 }

@@ -18,7 +18,10 @@
 #include "config.h"
 #include "norms.h"
 
-typedef enum { INIT_ZEROS, INIT_CONST, INIT_NORMAL, INIT_TRUNC_NORMAL } InitKind;
+// INIT_SLICED_NORMAL: N(0, slice_std[i]^2) over consecutive slices of slice_rows[i] rows (DeepNorm's
+// Xavier-normal init, drawn per d x d_in slice of a fused matrix).
+typedef enum { INIT_ZEROS, INIT_CONST, INIT_NORMAL, INIT_TRUNC_NORMAL, INIT_SLICED_NORMAL } InitKind;
+#define MAX_INIT_SLICES 3
 
 typedef struct {
     char name[64];
@@ -28,6 +31,8 @@ typedef struct {
     int trainable;       // 0 for buffers derived from the weights (BHyT's c): AdamW leaves them alone
     InitKind init;
     double init_value;   // the constant, or the standard deviation
+    int slice_rows[MAX_INIT_SLICES];      // INIT_SLICED_NORMAL: rows per slice (0 after the last)
+    double slice_std[MAX_INIT_SLICES];    // and each slice's standard deviation
 } ParamTensor;
 
 // A linear map y = x W^T + b with W (out, in); the gradient pointers share the layout.
@@ -36,6 +41,7 @@ typedef struct { real *w, *b, *dw, *db; } Linear;
 typedef struct {
     const PlacementSpec *place;  // where the norms sit: a row of PLACEMENTS
     Norm n1, n2;                 // the attention-site and FFN-site norms (whichever the placement has)
+    Norm n1o, n2o;               // Peri-LN's norms on the attention and FFN outputs
     real *gq, *gk, *gv, *dgq, *dgk, *dgv;  // QKV-norm gains (hs each)
     real qkv_eps;
     Linear qkv, attn_proj, fc, fc_proj;
@@ -56,15 +62,20 @@ typedef struct {
     real *att;                  // (B,H,T,T) softmax probabilities
     real *atty;                 // (N,C) attention output before the projection
     real *res_attn, *h, *h_stats;  // (N,S) x + attention; h = N1(res_attn) for post
+                                // (DeepNorm: alpha x + attention; Peri-LN: the attention output alone)
+    real *attn_out, *attn_out_stats;  // (N,S), (N,2) Peri-LN: N1o(res_attn); h = x + attn_out
     real *n2, *n2_stats;        // (N,S), (N,2) (BHyT site 2: stats[n] = rstd2)
     real *fch, *fch_act;        // (N,F or 2F), (N,F)
     real *res_ffn, *out, *out_stats;  // (N,S) base + FFN; out = N2(res_ffn) for post
+                                // (DeepNorm: alpha h + FFN; Peri-LN: the FFN output alone)
+    real *ffn_out, *ffn_out_stats;  // (N,S), (N,2) Peri-LN: N2o(res_ffn); out = h + ffn_out
 } BlockActs;
 
 // What one forward pass writes, for up to N = B*T tokens: the model's own set for training and the
 // probe, or a decoder's set for one position of each sequence.
 typedef struct {
     real *emb;                  // (N,S) token embeddings before the scale (model.embed_scale only)
+    real *embed_in, *embed_stats;  // (N,S), (N,2) model.embed_norm: the embedding before its norm
     real *encoded;              // (N,S) block 0's input
     BlockActs *blocks;          // (L) each block's; with shared blocks, all but the outputs are one set
     real *lnf_out, *lnf_stats;  // (N,S), (N,2) the final norm's
@@ -108,11 +119,16 @@ typedef struct {
     int n_tensors;
     real *wte, *wpe, *dwte, *dwpe;       // wpe NULL with RoPE
     real *embed_scale, *dembed_scale;    // NULL unless model.embed_scale
+    int has_embed_norm;                  // model.embed_norm: a norm of model.norm's kind on the embedding
+    Norm embed_norm;
     Block *blocks;
     int has_final_norm;
     Norm lnf;
     Linear lm_head;            // w == wte when embeddings are tied; b only with model.head_bias
     real bhyt_kappa;
+    real deepnorm_alpha, deepnorm_beta;  // resolved (model.deepnorm_alpha/_beta, 0 = (2L)^1/4, (8L)^-1/4)
+    int lns;                   // model.lns: block l's norms scale their output by 1/sqrt(l+1)
+    real *lns_scratch;         // (4 S) the scaled gain and bias of the norm being run (Norm.lns_scratch)
     int skip_block;            // the forward passes block skip_block's input through unchanged (-1: none);
                                // for the layer-removal probe: forward only, no backward
     // activations and backward scratch

@@ -212,7 +212,7 @@ void rmsnorm_backward(real *dinp, real *dweight, real *dbias, const real *dout, 
     map_param_backward(weight ? dweight : NULL, dbias, dout, inp, &rows, N, C);
 }
 
-void crmsnorm_forward(real *out, real *stats, const real *inp, real eps, int N, int C) {
+void crmsnorm_forward(real *out, real *stats, const real *inp, const real *weight, real eps, int N, int C) {
     #pragma omp parallel for
     for (int n = 0; n < N; n++) {
         const real *x = inp + (size_t)n * C;
@@ -220,15 +220,16 @@ void crmsnorm_forward(real *out, real *stats, const real *inp, real eps, int N, 
         #pragma omp simd reduction(+:s, ss)
         for (int c = 0; c < C; c++) { s += x[c]; ss += x[c] * x[c]; }
         real rstd = 1 / real_sqrt((ss + s * s) / (C + 1) + eps);
-        map_row_forward(out + (size_t)n * C, x, NULL, NULL, rstd, 1, 0, C);
+        map_row_forward(out + (size_t)n * C, x, weight, NULL, rstd, 1, 0, C);
         stats[2 * n] = rstd;
         stats[2 * n + 1] = s;
     }
 }
 
-void crmsnorm_backward(real *dinp, const real *dout, const real *inp, const real *stats, int N, int C) {
+void crmsnorm_backward(real *dinp, const real *dout, const real *inp, const real *stats, const real *weight, int N,
+                       int C) {
     RowMap rows = plain_rows(stats, C, 1, 0);
-    map_backward(dinp, NULL, dout, inp, NULL, &rows, STAT_CRMS, N, C);
+    map_backward(dinp, NULL, dout, inp, weight, &rows, STAT_CRMS, N, C);
 }
 
 void dyt_forward(real *out, const real *inp, const real *alpha, const real *weight, const real *bias, int N, int C) {
@@ -343,10 +344,10 @@ static void rmsnorm_bwd(const Norm *nm, real *dx, const real *dy, const real *x,
     rmsnorm_backward(dx, nm->dweight, nm->dbias, dy, x, stats, nm->weight, N, C);
 }
 static void crmsnorm_fwd(const Norm *nm, real *y, real *stats, const real *x, int N, int C) {
-    crmsnorm_forward(y, stats, x, nm->eps, N, C);
+    crmsnorm_forward(y, stats, x, nm->weight, nm->eps, N, C);
 }
 static void crmsnorm_bwd(const Norm *nm, real *dx, const real *dy, const real *x, const real *stats, int N, int C) {
-    crmsnorm_backward(dx, dy, x, stats, N, C);
+    crmsnorm_backward(dx, dy, x, stats, nm->weight, N, C);
 }
 static void dyt_fwd(const Norm *nm, real *y, real *stats, const real *x, int N, int C) {
     dyt_forward(y, x, nm->scale, nm->weight, nm->bias, N, C);
@@ -385,10 +386,42 @@ NormKind norm_by_name(const char *name) {
     return NORM_NONE;
 }
 
+// LayerNorm Scaling: `nm` with gain s * weight (s alone without a gain) and bias s * bias in its
+// scratch, and its gain and bias gradients redirected to zeroed scratch (with `grads`), so that the
+// operator computes s * nm(x) and its input and scalar gradients; lns_unscale finishes the rest.
+static Norm lns_scaled(const Norm *nm, int grads, int C) {
+    Norm s = *nm;
+    real k = nm->lns_scale, *w = nm->lns_scratch, *b = w + C, *dw = b + C, *db = dw + C;
+    for (int c = 0; c < C; c++) w[c] = k * (nm->weight ? nm->weight[c] : 1);
+    s.weight = w;
+    if (nm->bias) {
+        for (int c = 0; c < C; c++) b[c] = k * nm->bias[c];
+        s.bias = b;
+    }
+    if (grads) {
+        memset(dw, 0, 2 * (size_t)C * sizeof(real));
+        s.dweight = nm->dweight ? dw : NULL;
+        s.dbias = nm->dbias ? db : NULL;
+    }
+    return s;
+}
+
+// d weight += s * d(s weight), d bias += s * d(s bias).
+static void lns_unscale(const Norm *nm, int C) {
+    const real k = nm->lns_scale, *dw = nm->lns_scratch + 2 * (size_t)C, *db = dw + C;
+    for (int c = 0; c < C && nm->dweight; c++) nm->dweight[c] += k * dw[c];
+    for (int c = 0; c < C && nm->dbias; c++) nm->dbias[c] += k * db[c];
+}
+
 void norm_forward(const Norm *nm, real *out, real *stats, const real *inp, int N, int C) {
-    NORM_OPS[nm->kind].forward(nm, out, stats, inp, N, C);
+    if (!nm->lns_scale) { NORM_OPS[nm->kind].forward(nm, out, stats, inp, N, C); return; }
+    Norm scaled = lns_scaled(nm, 0, C);
+    NORM_OPS[nm->kind].forward(&scaled, out, stats, inp, N, C);
 }
 
 void norm_backward(const Norm *nm, real *dinp, const real *dout, const real *inp, const real *stats, int N, int C) {
-    NORM_OPS[nm->kind].backward(nm, dinp, dout, inp, stats, N, C);
+    if (!nm->lns_scale) { NORM_OPS[nm->kind].backward(nm, dinp, dout, inp, stats, N, C); return; }
+    Norm scaled = lns_scaled(nm, 1, C);
+    NORM_OPS[nm->kind].backward(&scaled, dinp, dout, inp, stats, N, C);
+    lns_unscale(nm, C);
 }

@@ -20,6 +20,12 @@ typedef struct Norm {
     real *weight, *bias;    // gain (C) or NULL (affine-free), bias (C) or NULL
     real *scale;            // learnable scalar: DyT alpha, BHyT lambda; NULL for the others
     real *dweight, *dbias, *dscale;  // their gradients, same layout
+    // LayerNorm Scaling: the output is multiplied by lns_scale (0 = off), folded into the gain
+    // multiply: norm_forward/norm_backward run the operator with gain lns_scale * weight (lns_scale
+    // alone for an operator without a gain) and bias lns_scale * bias, held in lns_scratch (4 C reals:
+    // gain, bias and their gradients), and scale the parameter gradients back.
+    real lns_scale;
+    real *lns_scratch;
 } Norm;
 
 // Reals of saved statistics per row (what a backward needs besides its input).
@@ -78,10 +84,12 @@ void rmsnorm_backward(real *dinp, real *dweight, real *dbias, const real *dout, 
                       const real *weight, int N, int C);
 
 // CRMSNorm on a compressed (C = d-1 wide) zero-mean stream: the implicit d-th feature is -sum(x),
-// so rstd = ((sum x^2 + (sum x)^2) / (C+1) + eps)^-1/2 and y = x * rstd (no affine).
+// so rstd = ((sum x^2 + (sum x)^2) / (C+1) + eps)^-1/2 and y = x * rstd (no affine). weight is NULL
+// but for a fixed (not learned) per-feature factor: LayerNorm Scaling's, see Norm.
 // stats: rstd, sum(x).
-void crmsnorm_forward(real *out, real *stats, const real *inp, real eps, int N, int C);
-void crmsnorm_backward(real *dinp, const real *dout, const real *inp, const real *stats, int N, int C);
+void crmsnorm_forward(real *out, real *stats, const real *inp, const real *weight, real eps, int N, int C);
+void crmsnorm_backward(real *dinp, const real *dout, const real *inp, const real *stats, const real *weight, int N,
+                       int C);
 
 // DyT: y = weight * tanh(alpha * x) + bias; alpha one learnable scalar; bias may be NULL. No stats.
 void dyt_forward(real *out, const real *inp, const real *alpha, const real *weight, const real *bias, int N, int C);

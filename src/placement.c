@@ -16,6 +16,10 @@ const PlacementSpec PLACEMENTS[PLACEMENTS_COUNT] = {
                     .preset_rest = PLACE_BHYT},
     [PLACE_BHYT_STAR] = {.name = "bhyt_star", .attn_in_norm = 1, .ffn_in_norm = 1, .required_norm = NORM_BHYT,
                          .preset_rest = PLACE_BHYT_STAR},
+    [PLACE_PERI] = {.name = "peri", .attn_in_norm = 1, .attn_out_norm = 1, .ffn_in_norm = 1, .ffn_out_norm = 1,
+                    .required_norm = NORM_ANY, .preset_rest = PLACE_PERI},
+    [PLACE_DEEPNORM] = {.name = "deepnorm", .attn_post_norm = 1, .ffn_post_norm = 1, .scaled_residual = 1,
+                        .xavier_init = 1, .required_norm = NORM_ANY, .preset_rest = PLACE_DEEPNORM},
 };
 
 int placement_by_name(const char *name) {

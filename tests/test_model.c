@@ -146,6 +146,116 @@ static void test_model_gradients_options(void) {
     check_model_gradients(c, "per-block table, recomputed activations");
 }
 
+// LayerNorm Scaling under every placement it applies to (and CRMSNorm), the embedding norm with
+// each kind of operator, and both on top of a per-block table with recomputed activations.
+static void test_model_gradients_lns_embed_norm(void) {
+    static const char *cases[][2] = {{"pre", "layernorm"}, {"post", "layernorm"}, {"mix", "rmsnorm"},
+                                     {"hybrid_star", "rmsnorm"}, {"peri", "rmsnorm"}, {"deepnorm", "layernorm"},
+                                     {"pre", "crmsnorm"}, {"peri", "dyt"}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        Config c = tiny_config(1, 1);  // two blocks: scales 1 and 1/sqrt(2)
+        c.mix_post_layers = 1;
+        use_preset(&c, cases[i][0], cases[i][1], "auto");
+        c.lns = 1;
+        char label[64];
+        snprintf(label, sizeof label, "lns %s/%s", cases[i][0], cases[i][1]);
+        check_model_gradients(c, label);
+    }
+    static const char *embed[][2] = {{"peri", "layernorm"}, {"pre", "rmsnorm"}, {"post", "dyt"}, {"pre", "crmsnorm"}};
+    for (size_t i = 0; i < sizeof embed / sizeof *embed; i++) {
+        Config c = tiny_config(1, 1);
+        use_preset(&c, embed[i][0], embed[i][1], "auto");
+        c.embed_norm = 1;
+        c.embed_scale = i == 2;
+        char label[64];
+        snprintf(label, sizeof label, "embed_norm %s/%s", embed[i][0], embed[i][1]);
+        check_model_gradients(c, label);
+    }
+    Config c = tiny_config(0, 0);
+    c.n_layer = 3;
+    snprintf(c.pos, sizeof c.pos, "rope");
+    snprintf(c.ffn, sizeof c.ffn, "swiglu");
+    config_apply_override(&c, "model.blocks=[{\"placement\":\"deepnorm\",\"norm\":\"rmsnorm\"},"
+                              "{\"placement\":\"peri\",\"norm\":\"layernorm\"},{\"placement\":\"hybrid\"}]");
+    c.lns = 1;
+    c.embed_norm = 1;
+    c.deepnorm_alpha = 1.7;
+    check_model_gradients(c, "deepnorm/peri/hybrid + lns + embed_norm, rope, swiglu");
+    c.recompute = 1;
+    check_model_gradients(c, "the same, recomputed activations");
+}
+
+// DeepNorm's constants and init (section 9.3): alpha = (2L)^1/4, beta = (8L)^-1/4 unless set; every
+// block matrix Xavier-normal per slice, gain beta for V, W_O and both FFN matrices, gain 1 for Q and
+// K (empirical std within 3%); embeddings keep N(0, init_std^2). LNS (plain init): the residual
+// writers are N(0, init_std^2) instead of init_std / sqrt(2L), unless lns_scaled_init.
+static double rows_std(const real *w, size_t row0, size_t rows, size_t cols) {
+    double ss = 0;
+    for (size_t i = row0 * cols; i < (row0 + rows) * cols; i++) ss += (double)w[i] * w[i];
+    return sqrt(ss / ((double)rows * cols));
+}
+static void test_deepnorm_and_lns_init(void) {
+    Config c = tiny_config(0, 0);
+    c.vocab_size = 64;
+    c.n_layer = 6;
+    c.n_embd = 96;
+    c.n_head = 4;
+    c.n_kv_head = 2;
+    snprintf(c.ffn, sizeof c.ffn, "swiglu");
+    c.ffn_hidden = 160;
+    use_preset(&c, "deepnorm", "layernorm", "auto");
+    config_validate(&c);
+    GPT m;
+    gpt_build(&m, &c);
+    gpt_init(&m, 5);
+    double alpha = pow(12.0, 0.25), beta = pow(48.0, -0.25);
+    CHECK(fabs(m.deepnorm_alpha - alpha) < 1e-12 && fabs(m.deepnorm_beta - beta) < 1e-12, "alpha %g beta %g",
+          (double)m.deepnorm_alpha, (double)m.deepnorm_beta);
+    size_t S = 96, Q = 96, K = 48, F = 160;
+    for (int l = 0; l < m.L; l++) {
+        const Block *b = &m.blocks[l];
+        struct { const char *what; const real *w; size_t row0, rows, cols; double gain; } mats[] = {
+            {"q", b->qkv.w, 0, Q, S, 1}, {"k", b->qkv.w, Q, K, S, 1}, {"v", b->qkv.w, Q + K, K, S, beta},
+            {"attn.proj", b->attn_proj.w, 0, S, Q, beta}, {"fc gate", b->fc.w, 0, F, S, beta},
+            {"fc up", b->fc.w, F, F, S, beta}, {"mlp.proj", b->fc_proj.w, 0, S, F, beta}};
+        for (size_t i = 0; i < sizeof mats / sizeof *mats; i++) {
+            double want = mats[i].gain * sqrt(2.0 / (mats[i].rows + mats[i].cols));
+            double got = rows_std(mats[i].w, mats[i].row0, mats[i].rows, mats[i].cols);
+            CHECK(fabs(got / want - 1) < 0.03, "block %d %s: std %.5f, Xavier wants %.5f", l, mats[i].what, got, want);
+        }
+    }
+    double wte = rows_std(m.wte, 0, 64, S);
+    CHECK(fabs(wte / 0.02 - 1) < 0.05, "wte std %.5f, init_std 0.02", wte);
+    gpt_free(&m);
+    c.deepnorm_alpha = 3;
+    c.deepnorm_beta = 0.5;
+    gpt_build(&m, &c);
+    CHECK(m.deepnorm_alpha == 3 && m.deepnorm_beta == (real)0.5, "set alpha/beta not taken");
+    gpt_free(&m);
+    // LNS: plain init of the residual writers (gpt2 init would divide by sqrt(2L) = sqrt(12)).
+    for (int scaled = 0; scaled < 2; scaled++) {
+        Config p = c;
+        use_preset(&p, "pre", "rmsnorm", "auto");
+        p.lns = 1;
+        p.lns_scaled_init = scaled;
+        config_validate(&p);
+        gpt_build(&m, &p);
+        gpt_init(&m, 5);
+        double want = scaled ? 0.02 / sqrt(12.0) : 0.02;
+        for (int l = 0; l < m.L; l++) {
+            double proj = rows_std(m.blocks[l].attn_proj.w, 0, S, Q), fc2 = rows_std(m.blocks[l].fc_proj.w, 0, S, F);
+            double qkv = rows_std(m.blocks[l].qkv.w, 0, Q + 2 * K, S);
+            CHECK(fabs(proj / want - 1) < 0.05 && fabs(fc2 / want - 1) < 0.05 && fabs(qkv / 0.02 - 1) < 0.05,
+                  "lns_scaled_init=%d block %d: writers %.5f %.5f (want %.5f), qkv %.5f", scaled, l, proj, fc2, want,
+                  qkv);
+            CHECK(fabs(m.blocks[l].n1.lns_scale - 1 / sqrt(l + 1.0)) < 1e-15 && m.blocks[l].n2.lns_scale ==
+                  m.blocks[l].n1.lns_scale, "block %d: lns scale %g", l, (double)m.blocks[l].n1.lns_scale);
+        }
+        CHECK(!m.lnf.lns_scale, "the final norm must not be scaled");
+        gpt_free(&m);
+    }
+}
+
 // Recomputing block activations in the backward changes memory, not results: the same loss and
 // bit-identical gradients, for placements whose saved tensors differ (post, hybrid, bhyt, mixed).
 static void test_recompute_same_gradients(void) {
@@ -426,9 +536,17 @@ static void test_locate_nonfinite(void) {
     gpt_free(&m);
 }
 
+// One or more comma-separated overrides (a comma inside a JSON array stays with its override).
 static void validate_override(void *assignment) {
     Config c = tiny_config(1, 1);
-    config_apply_override(&c, assignment);
+    c.n_blocks = 0;
+    char text[512];
+    snprintf(text, sizeof text, "%s", (const char *)assignment);
+    for (char *start = text, *comma; start; start = comma ? comma + 1 : NULL) {
+        comma = strstr(start, ",model.");
+        if (comma) *comma = '\0';
+        config_apply_override(&c, start);
+    }
     config_validate(&c);
 }
 
@@ -441,11 +559,16 @@ static void test_block_tables(void) {
         {"model.final_norm=rms", "model.final_norm"},
         {"model.placement=sandwich", "model.placement"},
         {"model.blocks=[{\"placement\":\"pre\",\"norm\":\"ln\"},{\"placement\":\"pre\"}]", "model.blocks[0].norm"},
-        {"model.blocks=[{\"placement\":\"pre\"},{\"placement\":\"peri\"}]", "model.blocks[1].placement"},
+        {"model.blocks=[{\"placement\":\"pre\"},{\"placement\":\"sandwich\"}]", "model.blocks[1].placement"},
         {"model.blocks=[{\"placement\":\"bhyt\",\"norm\":\"dyt\"},{\"placement\":\"pre\"}]",
          "model.blocks[0]: placement bhyt needs norm bhyt"},
         {"model.blocks=[{\"placement\":\"post\",\"norm\":\"crmsnorm\"},{\"placement\":\"pre\",\"norm\":\"crmsnorm\"}]",
          "model.blocks[0]: crmsnorm works only with placement pre"},
+        {"model.blocks=[{\"placement\":\"peri\",\"norm\":\"crmsnorm\"},{\"placement\":\"peri\",\"norm\":\"crmsnorm\"}]",
+         "model.blocks[0]: crmsnorm works only with placement pre"},
+        {"model.blocks=[{\"placement\":\"pre\"},{\"placement\":\"bhyt\",\"norm\":\"bhyt\"}],model.lns=true",
+         "model.lns is undefined for BHyT (block 1 uses norm bhyt)"},
+        {"model.norm=bhyt,model.embed_norm=true", "model.embed_norm is undefined for model.norm = bhyt"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         CHECK(expect_exit(validate_override, (void *)bad[i][0], EXIT_CONFIG, bad[i][1]), "%s", bad[i][0]);
@@ -489,13 +612,29 @@ static void test_block_tables(void) {
     gpt_free(&m);
 }
 
+// Mix-LN with floor(mix_ratio * n_layer) = 0 is Pre-LN: the run says so (and still trains).
+static void test_mix_k0_warning(void) {
+    static char out[1 << 14];
+    int rc = run_command("./train --config configs/mix_ln.json --model.n_layer=3 --model.n_embd=32 --model.n_head=2 "
+                         "--model.block_size=16 --train.seq_len=16 --train.batch_size=2 --train.total_batch_tokens=32 "
+                         "--train.steps=1 --train.warmup_steps=0 --eval.every=0 --sample.tokens=0 "
+                         "--out.checkpoint_every=0 --train.threads=1 --out.dir=build/tmp/normgpt_mix_k0 --overwrite",
+                         out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "K = 0 Post-LN blocks") && strstr(out, "floor(model.mix_ratio * model.n_layer) = 0"),
+          "mix with 3 layers x 0.25: rc %d, no K = 0 warning:\n%s", rc, out);
+    rc = run_command("rm -rf build/tmp/normgpt_mix_k0", out, sizeof out);
+}
+
 const TestCase model_tests[] = {
+    {"mix with K = 0 warns that it is pre-ln", test_mix_k0_warning},
     {"placement and norm tables: names, errors, printing, ranges", test_block_tables},
     {"model layout, init and decay flags", test_model_init_and_layout},
     {"model gradients (finite differences)", test_model_gradients},
     {"model gradients, untied, no bias", test_model_gradients_untied_nobias},
     {"model gradients, every placement x norm", test_model_gradients_norm_matrix},
     {"model gradients, architecture options", test_model_gradients_options},
+    {"model gradients, lns and embed_norm", test_model_gradients_lns_embed_norm},
+    {"deepnorm alpha, beta and xavier init; lns plain init", test_deepnorm_and_lns_init},
     {"recompute: same loss, identical gradients", test_recompute_same_gradients},
     {"bhyt c equals ||W_V W_O||^2 / (T d)", test_bhyt_refresh},
     {"zero-mean-stream rmsnorm equals pre-ln", test_center_stream_equals_pre_ln},

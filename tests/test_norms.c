@@ -87,7 +87,7 @@ static void test_rmsnorm_no_gain(void) { check_rmsnorm(0); }
 typedef struct { real x[N * C], out[N * C], stats[N * NORM_STATS_PER_ROW], R[N * C]; } CrmsCase;
 static double crms_loss(void *p) {
     CrmsCase *k = p;
-    crmsnorm_forward(k->out, k->stats, k->x, EPS, N, C);
+    crmsnorm_forward(k->out, k->stats, k->x, NULL, EPS, N, C);
     return dot(k->out, k->R, N * C);
 }
 static void test_crmsnorm(void) {
@@ -113,7 +113,7 @@ static void test_crmsnorm(void) {
     CHECK(bad == 0, "crmsnorm: %d values differ from rmsnorm of [x'; -sum x']", bad);
     static real dx[N * C];
     fill_const(dx, N * C, BASE);
-    crmsnorm_backward(dx, k.R, k.x, k.stats, N, C);
+    crmsnorm_backward(dx, k.R, k.x, k.stats, NULL, N, C);
     remove_base(dx, N * C);
     CHECK(!gradcheck("dx", k.x, N * C, dx, crms_loss, &k), "crmsnorm dx");
 }
@@ -362,8 +362,8 @@ static void check_dispatch(NormKind kind, int with_weight, int with_bias) {
         rmsnorm_backward(dx, dw, NULL, k.R, k.x, st, w, N, C);
         break;
     case NORM_CRMSNORM:
-        crmsnorm_forward(out, st, k.x, EPS, N, C);
-        crmsnorm_backward(dx, k.R, k.x, st, N, C);
+        crmsnorm_forward(out, st, k.x, NULL, EPS, N, C);
+        crmsnorm_backward(dx, k.R, k.x, st, NULL, N, C);
         break;
     case NORM_DYT:
         dyt_forward(out, k.x, &k.scale, w, b, N, C);
@@ -390,6 +390,57 @@ static void test_dispatch_rmsnorm(void) { check_dispatch(NORM_RMSNORM, 1, 0); ch
 static void test_dispatch_crmsnorm(void) { check_dispatch(NORM_CRMSNORM, 0, 0); }
 static void test_dispatch_dyt(void) { check_dispatch(NORM_DYT, 1, 1); check_dispatch(NORM_DYT, 1, 0); }
 static void test_dispatch_bhyt(void) { check_dispatch(NORM_BHYT, 1, 0); check_dispatch(NORM_BHYT, 0, 0); }
+
+// --- LayerNorm Scaling through the dispatchers: out = s * norm(x) exactly as the unscaled operator
+// times s, and every gradient (input, gain, bias, scalar) against finite differences.
+typedef struct {
+    Norm nm;
+    real x[N * C], w[C], b[C], scale, out[N * C], stats[N * NORM_STATS_PER_ROW], R[N * C], scratch[4 * C];
+} LnsCase;
+static double lns_loss(void *p) {
+    LnsCase *k = p;
+    norm_forward(&k->nm, k->out, k->stats, k->x, N, C);
+    return dot(k->out, k->R, N * C);
+}
+static void check_lns(NormKind kind) {
+    static LnsCase k;
+    static real plain[N * C], dx[N * C], dw[C], db[C], ds;
+    memset(&k, 0, sizeof k);
+    Rng r = rng_stream(2, 280 + kind);
+    fill_input(k.x, N * C, &r);
+    fill_gain(k.w, C, &r);
+    fill_normal(k.b, C, 1, &r);
+    fill_normal(k.R, N * C, 1, &r);
+    k.scale = 0.9;
+    int gain = NORM_OPS[kind].has_weight, bias = kind == NORM_LAYERNORM || kind == NORM_DYT;
+    k.nm = (Norm){.kind = kind, .eps = EPS, .kappa = KAPPA, .weight = gain ? k.w : NULL, .bias = bias ? k.b : NULL,
+                  .scale = NORM_OPS[kind].has_scale ? &k.scale : NULL, .dweight = gain ? dw : NULL,
+                  .dbias = bias ? db : NULL, .dscale = &ds};
+    norm_forward(&k.nm, plain, k.stats, k.x, N, C);
+    k.nm.lns_scale = (real)(1 / sqrt(3.0));
+    k.nm.lns_scratch = k.scratch;
+    lns_loss(&k);
+    int bad = 0;
+    for (int i = 0; i < N * C; i++) bad += fabs(k.out[i] - k.nm.lns_scale * plain[i]) > 1e-14 * (1 + fabs(plain[i]));
+    CHECK(bad == 0, "%s: %d scaled outputs are not lns_scale * norm(x)", NORM_OPS[kind].name, bad);
+    fill_const(dx, N * C, BASE);
+    fill_const(dw, C, BASE);
+    fill_const(db, C, BASE);
+    ds = BASE;
+    norm_backward(&k.nm, dx, k.R, k.x, k.stats, N, C);
+    remove_base(dx, N * C);
+    remove_base(dw, C);
+    remove_base(db, C);
+    ds -= BASE;
+    CHECK(!gradcheck("dx", k.x, N * C, dx, lns_loss, &k), "%s + lns: dx", NORM_OPS[kind].name);
+    if (gain) CHECK(!gradcheck("dweight", k.w, C, dw, lns_loss, &k), "%s + lns: dweight", NORM_OPS[kind].name);
+    if (bias) CHECK(!gradcheck("dbias", k.b, C, db, lns_loss, &k), "%s + lns: dbias", NORM_OPS[kind].name);
+    if (k.nm.scale) CHECK(!gradcheck("dscale", &k.scale, 1, &ds, lns_loss, &k), "%s + lns: dscale", NORM_OPS[kind].name);
+}
+static void test_lns_scaled_norms(void) {
+    for (int kind = 0; kind < NORM_KINDS; kind++)
+        if (kind != NORM_BHYT) check_lns((NormKind)kind);  // LNS is undefined for BHyT (config refuses it)
+}
 
 // The operator table: every row named once (names resolve back to it, unknown names to nothing),
 // with a forward/backward pair, and every row dispatched above.
@@ -467,6 +518,7 @@ const TestCase norm_tests[] = {
     {"norms: qkvnorm H=4 Hkv=2 (fin. diff.)", test_qkvnorm},
     {"norms: bhyt block, shared site 2 (fin. diff.)", test_bhyt_block},
     {"norms: the operator table", test_norm_table},
+    {"norms: lns-scaled operators through the dispatchers (fin. diff.)", test_lns_scaled_norms},
     {"norms: dispatch layernorm", test_dispatch_layernorm},
     {"norms: dispatch rmsnorm", test_dispatch_rmsnorm},
     {"norms: dispatch crmsnorm", test_dispatch_crmsnorm},
