@@ -7,7 +7,8 @@
 #include <string.h>
 
 static const char *METHODS[] = {"pre_ln", "post_ln", "mix_ln", "hybridnorm", "hybridnorm_star", "pre_rmsnorm",
-                                "pre_rmsnorm_centered", "pre_crmsnorm", "dyt", "bhyt", "bhyt_star"};
+                                "pre_rmsnorm_centered", "pre_crmsnorm", "dyt", "bhyt", "bhyt_star", "peri_ln",
+                                "deepnorm", "lns"};
 
 #define GEN_B 2
 #define GEN_T 12
@@ -136,6 +137,23 @@ static void test_decoder_equals_forward(void) {
     double diff = decoder_vs_forward(&m, 5);
     CHECK(diff < 1e-10, "centered stream with rope, gqa: relative difference %.3e", diff);
     gpt_free(&m);
+    // LNS and the embedding norm on the new placements (the block matrix above has them without).
+    static const char *lns_embed[][2] = {{"peri", "dyt"}, {"deepnorm", "rmsnorm"}, {"post", "layernorm"}};
+    for (int i = 0; i < 3; i++) {
+        for (int llama = 0; llama < 2; llama++) {
+            c = method_config("pre_ln", 0);
+            c.n_blocks = 0;
+            snprintf(c.placement, sizeof c.placement, "%s", lns_embed[i][0]);
+            snprintf(c.norm, sizeof c.norm, "%s", lns_embed[i][1]);
+            c.lns = c.embed_norm = 1;
+            c = test_size(c, llama);
+            build_perturbed(&m, &c, 61 + i);
+            diff = decoder_vs_forward(&m, 61 + i);
+            CHECK(diff < 1e-10, "%s/%s + lns + embed_norm%s: relative difference %.3e", lns_embed[i][0],
+                  lns_embed[i][1], llama ? " (rope, gqa, swiglu, untied)" : "", diff);
+            gpt_free(&m);
+        }
+    }
 }
 
 // Inference builds hold the same parameters without gradients: weights only runs the decoder,

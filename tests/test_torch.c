@@ -58,6 +58,19 @@ static const ParityCase cases[] = {
      "--model.bias=false --model.pos=rope --model.rope_theta=500000 --model.ffn=swiglu --model.init=llama "
      "--model.dyt_alpha_attn=0.8 --model.dyt_alpha_ffn=0.5"},
     {"mix_rmsnorm", "configs/mix_ln.json", "--model.mix_post_layers=3 --model.norm=rmsnorm --model.norm_eps=1e-6"},
+    {"peri_ln", "configs/peri_ln.json", ""},
+    {"deepnorm", "configs/deepnorm.json", ""},
+    {"lns", "configs/lns.json", ""},
+    // Peri-LN, DeepNorm and LNS with other operators, set alpha, the embedding norm, recompute;
+    // LNS on post/mix and HybridNorm* blocks.
+    {"peri_lns_embed", "configs/peri_ln.json",
+     "--model.norm=rmsnorm --model.lns=true --model.embed_norm=true --model.pos=rope --model.ffn=swiglu "
+     "--model.bias=false"},
+    {"deepnorm_dyt_lns", "configs/deepnorm.json",
+     "--model.norm=dyt --model.lns=true --model.deepnorm_alpha=1.5 --model.embed_norm=true --model.embed_scale=true "
+     "--train.recompute=true"},
+    {"mix_lns", "configs/mix_ln.json", "--model.lns=true --model.lns_scaled_init=true"},
+    {"hybrid_star_lns", "configs/hybridnorm_star.json", "--model.init=mixln --model.lns=true --model.embed_norm=true"},
 };
 #define N_CASES (int)(sizeof cases / sizeof cases[0])
 

@@ -24,7 +24,9 @@ BHYT_EPS = 1e-6  # BHyT's eps is fixed (docs/norms.md), not model.norm_eps
 # What each placement puts where (docs/norms.md, "Placements"):
 #   attn_in: N1 before attention; attn_post: N1 after the attention residual; qkv_norm: per-head
 #   RMSNorm of q, k, v; ffn_in: N2 before the FFN; ffn_from_norm: the FFN residual starts from N2(h);
-#   ffn_post: N2 after the FFN residual; shared_stat: BHyT's approximate second site.
+#   ffn_post: N2 after the FFN residual; shared_stat: BHyT's approximate second site; attn_out/ffn_out:
+#   Peri-LN's norms on the sublayer outputs before the residual add; deepnorm: DeepNorm's
+#   h = N1(alpha x + Attn(x)), x' = N2(alpha h + FFN(h)) with its Xavier init.
 PLACEMENTS = {
     "pre":         dict(attn_in=1, ffn_in=1),
     "bhyt_star":   dict(attn_in=1, ffn_in=1),
@@ -32,8 +34,11 @@ PLACEMENTS = {
     "hybrid":      dict(qkv_norm=1, ffn_in=1, ffn_from_norm=1),
     "hybrid_star": dict(attn_in=1, qkv_norm=1, ffn_in=1),
     "bhyt":        dict(attn_in=1, ffn_in=1, shared_stat=1),
+    "peri":        dict(attn_in=1, attn_out=1, ffn_in=1, ffn_out=1),
+    "deepnorm":    dict(attn_post=1, ffn_post=1, deepnorm=1),
 }
-SWITCHES = ("attn_in", "attn_post", "qkv_norm", "ffn_in", "ffn_from_norm", "ffn_post", "shared_stat")
+SWITCHES = ("attn_in", "attn_post", "attn_out", "qkv_norm", "ffn_in", "ffn_from_norm", "ffn_post", "ffn_out",
+            "shared_stat", "deepnorm")
 
 
 def read_checkpoint(path):
@@ -71,6 +76,11 @@ class Spec:
         self.bias, self.tied, self.head_bias = m["bias"], m["tie_embeddings"], m["head_bias"]
         self.embed_scale, self.center = m["embed_scale"], m["center_stream"]
         self.final_norm, self.eps, self.kappa = m["final_norm"], m["norm_eps"], m["bhyt_kappa"]
+        self.embed_norm = m.get("embed_norm", False)
+        self.lns = m.get("lns", False)
+        # DeepNorm's constants: 0 (unset) means the decoder-only formulas of docs/norms.md
+        self.alpha = m.get("deepnorm_alpha", 0) or (2 * self.L) ** 0.25
+        self.beta = m.get("deepnorm_beta", 0) or (8 * self.L) ** -0.25
         self.m = m
         self.seq_len = config["train"]["seq_len"]
 
@@ -87,10 +97,12 @@ class Spec:
 
     def tensors(self):
         """(name, shape, init) of every stored tensor, in the checkpoint's order; init is
-        ("const", v), ("normal", std) or ("buffer", None)."""
+        ("const", v), ("normal", std), ("xavier", [(rows, std), ...]) (DeepNorm: slices of rows) or
+        ("buffer", None)."""
         m, S, C, hs = self.m, self.S, self.C, self.hs
         std = m["init_std"]
-        writer = std / math.sqrt(2 * self.L) if m["init"] in ("gpt2", "megatron") else std
+        scaled = m["init"] in ("gpt2", "megatron") and (not self.lns or m.get("lns_scaled_init", False))
+        writer = std / math.sqrt(2 * self.L) if scaled else std
         wte_std = math.sqrt(2 / 5) if m["init"] == "mixln" else std
         QKV = (self.H + 2 * self.Hkv) * hs
         FC = 2 * self.F if self.swiglu else self.F
@@ -99,11 +111,19 @@ class Spec:
             return [(prefix + ".weight", (out_f, in_f), ("normal", s))] + \
                    ([(prefix + ".bias", (out_f,), ("const", 0.0))] if self.bias else [])
 
+        def xavier(prefix, slices, in_f):  # DeepNorm: std = gain sqrt(2 / (fan_in + fan_out)) per slice
+            init = [(rows, gain * math.sqrt(2 / (in_f + rows))) for rows, gain in slices]
+            out_f = sum(rows for rows, _ in slices)
+            return [(prefix + ".weight", (out_f, in_f), ("xavier", init))] + \
+                   ([(prefix + ".bias", (out_f,), ("const", 0.0))] if self.bias else [])
+
         t = [("wte", (self.V, S), ("normal", wte_std))]
         if not self.rope:
             t.append(("wpe", (self.maxT, S), ("normal", std)))
         if self.embed_scale:
             t.append(("embed_scale", (1,), ("const", math.sqrt(S))))
+        if self.embed_norm:
+            t += self.norm_tensors("embed_norm", m["norm"], m["dyt_alpha_ffn"])
         for l, (place, kind) in enumerate(self.blocks):
             p, sw = f"h.{l}", PLACEMENTS[place]
             alpha1 = m["dyt_alpha_attn"] if kind == "dyt" else m["bhyt_lambda1"]
@@ -112,10 +132,23 @@ class Spec:
                 t += self.norm_tensors(p + ".norm1", kind, alpha1)
             if sw.get("qkv_norm"):
                 t += [(f"{p}.attn.{x}_norm.weight", (hs,), ("const", 1.0)) for x in "qkv"]
-            t += linear(p + ".attn.qkv", QKV, S, std) + linear(p + ".attn.proj", S, C, writer)
+            b, F_ = self.beta, self.F
+            if sw.get("deepnorm"):
+                t += xavier(p + ".attn.qkv", [(self.H * hs, 1), (self.Hkv * hs, 1), (self.Hkv * hs, b)], S)
+                t += xavier(p + ".attn.proj", [(S, b)], C)
+            else:
+                t += linear(p + ".attn.qkv", QKV, S, std) + linear(p + ".attn.proj", S, C, writer)
+            if sw.get("attn_out"):
+                t += self.norm_tensors(p + ".norm1_out", kind, alpha1)
             if sw.get("ffn_in") or sw.get("ffn_post"):
                 t += self.norm_tensors(p + ".norm2", kind, alpha2)
-            t += linear(p + ".mlp.fc", FC, S, std) + linear(p + ".mlp.proj", S, self.F, writer)
+            if sw.get("deepnorm"):
+                t += xavier(p + ".mlp.fc", [(F_, b)] * (2 if self.swiglu else 1), S)
+                t += xavier(p + ".mlp.proj", [(S, b)], F_)
+            else:
+                t += linear(p + ".mlp.fc", FC, S, std) + linear(p + ".mlp.proj", S, self.F, writer)
+            if sw.get("ffn_out"):
+                t += self.norm_tensors(p + ".norm2_out", kind, alpha2)
             if sw.get("shared_stat"):
                 t.append((p + ".bhyt_c", (1,), ("buffer", None)))
         if self.final_norm != "none":
@@ -143,6 +176,9 @@ class GPT(torch.nn.Module):
         for name, shape, (kind, value) in s.tensors():
             if kind == "normal":
                 data = torch.randn(shape, generator=gen, dtype=dtype) * value
+            elif kind == "xavier":
+                data = torch.cat([torch.randn((rows, shape[1]), generator=gen, dtype=dtype) * std
+                                  for rows, std in value])
             else:
                 data = torch.full(shape, value or 0.0, dtype=dtype)
             if kind == "buffer":
@@ -152,7 +188,7 @@ class GPT(torch.nn.Module):
                 param = torch.nn.Parameter(data)
                 self.register_parameter(name.replace(".", "_"), param)
                 self.p[name] = param
-        self.decayed = {name for name, shape, (kind, _) in s.tensors() if kind == "normal"}
+        self.decayed = {name for name, shape, (kind, _) in s.tensors() if kind in ("normal", "xavier")}
         if s.rope:  # angle t * theta^(-2i/hs), in double as normgpt does, then rounded
             i = torch.arange(s.hs // 2, dtype=torch.float64)
             angle = torch.arange(s.maxT, dtype=torch.float64)[:, None] * s.theta ** (-2 * i / s.hs)
@@ -188,7 +224,11 @@ class GPT(torch.nn.Module):
 
     # --- layers -------------------------------------------------------------------------------
 
-    def norm(self, prefix, kind, x):
+    def norm(self, prefix, kind, x, lns=1.0):
+        """The operator `kind` with prefix's parameters; times LayerNorm Scaling's 1/sqrt(l) when given."""
+        return self.operator(prefix, kind, x) * lns if lns != 1.0 else self.operator(prefix, kind, x)
+
+    def operator(self, prefix, kind, x):
         p, s = self.p, self.spec
         w, b = p.get(prefix + ".weight"), p.get(prefix + ".bias")
         if kind == "layernorm":
@@ -255,6 +295,14 @@ class GPT(torch.nn.Module):
         s, sw = self.spec, PLACEMENTS[self.spec.blocks[l][0]]
         kind, n1, n2 = s.blocks[l][1], f"h.{l}.norm1", f"h.{l}.norm2"
         get = lambda key: sw.get(key, 0)
+        lns = 1 / math.sqrt(l + 1) if s.lns else 1.0  # every residual-width norm of block l (1-based l + 1)
+        norm = lambda prefix, y: self.norm(prefix, kind, y, lns)
+        if get("attn_out"):  # Peri-LN: u = N1(x); h = x + N1o(Attn(u)); x' = h + N2o(FFN(N2(h)))
+            h = x + norm(n1 + "_out", self.attention(l, norm(n1, x), False))
+            return h + norm(n2 + "_out", self.ffn(l, norm(n2, h)))
+        if get("deepnorm"):  # DeepNorm: the residual up-weighted by alpha inside a post-norm block
+            h = norm(n1, s.alpha * x + self.attention(l, x, False))
+            return norm(n2, s.alpha * h + self.ffn(l, h))
         if get("shared_stat"):  # BHyT: one statistic s = mean(x^2) of the block input for both sites
             ms = x.pow(2).mean(-1, keepdim=True)
             lam1, lam2 = self.p[n1 + ".scale"], self.p[n2 + ".scale"]
@@ -263,12 +311,12 @@ class GPT(torch.nn.Module):
             correction = self.p[f"h.{l}.bhyt_c"] * lam1.detach() ** 2 / s.kappa ** 2
             v = torch.tanh(lam2 / s.kappa * h * torch.rsqrt(ms + correction + BHYT_EPS)) * self.p[n2 + ".weight"]
             return h + self.ffn(l, v)
-        h = x + self.attention(l, self.norm(n1, kind, x) if get("attn_in") else x, get("qkv_norm"))
+        h = x + self.attention(l, norm(n1, x) if get("attn_in") else x, get("qkv_norm"))
         if get("attn_post"):
-            h = self.norm(n1, kind, h)
-        z = self.norm(n2, kind, h) if get("ffn_in") else h
+            h = norm(n1, h)
+        z = norm(n2, h) if get("ffn_in") else h
         out = (z if get("ffn_from_norm") else h) + self.ffn(l, z)
-        return self.norm(n2, kind, out) if get("ffn_post") else out
+        return norm(n2, out) if get("ffn_post") else out
 
     def forward(self, idx, targets=None):
         """idx (B,T) int64 -> logits (B,T,V), and the mean cross-entropy when targets are given."""
@@ -279,6 +327,8 @@ class GPT(torch.nn.Module):
             x = x * p["embed_scale"]
         if not s.rope:
             x = x + p["wpe"][:T]
+        if s.embed_norm:
+            x = self.norm("embed_norm", s.m["norm"], x)
         x = self.center(x)
         for l in range(s.L):
             x = self.block(l, x)
