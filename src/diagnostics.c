@@ -12,7 +12,8 @@
 #define SERIES(name) {#name, offsetof(Diagnostics, name)}
 static const struct { const char *name; size_t offset; } SERIES_TABLE[] = {
     SERIES(grad_norm), SERIES(ffn_grad_norm), SERIES(rms), SERIES(var), SERIES(angle), SERIES(scale1),
-    SERIES(scale2), SERIES(sat1), SERIES(sat2), SERIES(ms_approx), SERIES(ms_actual),
+    SERIES(scale2), SERIES(sat1), SERIES(sat2), SERIES(ms_approx), SERIES(ms_actual), SERIES(out_rms1),
+    SERIES(out_rms2),
 };
 #undef SERIES
 #define N_SERIES (sizeof SERIES_TABLE / sizeof SERIES_TABLE[0])
@@ -114,6 +115,10 @@ void diag_compute(Diagnostics *d, const GPT *m, int B, int T) {
         int stride2 = p->shared_stat ? 1 : 2;
         d->sat2[l] = !site2 ? NAN : p->ffn_post_norm ? saturation(&b->n2, a->res_ffn, a->out_stats, 2, N, S)
                                                      : saturation(&b->n2, a->h, a->n2_stats, stride2, N, S);
+        // Peri-LN: the sublayer outputs before their output norms (res_attn, res_ffn hold them alone).
+        double NS = (double)N * S;
+        d->out_rms1[l] = p->attn_out_norm && !m->recompute ? l2_norm(a->res_attn, (size_t)N * S) / sqrt(NS) : NAN;
+        d->out_rms2[l] = p->ffn_out_norm && !m->recompute ? l2_norm(a->res_ffn, (size_t)N * S) / sqrt(NS) : NAN;
         d->ms_approx[l] = d->ms_actual[l] = NAN;
         if (p->shared_stat && !m->recompute)
             bhyt_mean_squares(&d->ms_approx[l], &d->ms_actual[l], a->h, a->n2_stats, b->n2.eps, N, S);

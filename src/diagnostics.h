@@ -13,7 +13,9 @@
 //   sat1/sat2      fraction of |tanh| > 0.95 at those DyT/BHyT sites (NaN at other norms)
 //   ms_approx/ms_actual  BHyT's second site: mean over tokens of the mean square it assumes
 //                  (block input's mean(x^2) + correction) and of the actual mean(h^2) (NaN elsewhere)
-// With train.recompute only the block outputs stay saved per block: sat and ms are then NaN.
+//   out_rms1/out_rms2  Peri-LN: RMS of the attention and FFN outputs before their output norms (the
+//                  sublayer output size the norm removes; NaN for blocks without output norms)
+// With train.recompute only the block outputs stay saved per block: sat, ms and out_rms are then NaN.
 // Cost: one pass over each block's saved input, output and norm inputs plus one over the gradients,
 // O(L N S + n_params), against O(L N S^2) for a step.
 #ifndef NORMGPT_DIAGNOSTICS_H
@@ -23,6 +25,7 @@
 typedef struct {
     int L;
     double *grad_norm, *ffn_grad_norm, *rms, *var, *angle, *scale1, *scale2, *sat1, *sat2, *ms_approx, *ms_actual;
+    double *out_rms1, *out_rms2;
 } Diagnostics;
 
 // Allocate for m's blocks (once, outside the training loop).

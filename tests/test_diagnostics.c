@@ -97,6 +97,31 @@ static void test_diag_hidden_states(void) {
     gpt_free(&m);
 }
 
+// Peri-LN's output-norm input RMS: the saved sublayer outputs (h = x + N1o(res_attn) confirms what
+// res_attn holds) against a direct sum; NaN for a pre block.
+static void test_diag_peri_out_rms(void) {
+    Config c = tiny_config(1, 1);
+    config_apply_override(&c, "model.blocks=[{\"placement\":\"peri\"},{\"placement\":\"pre\"}]");
+    GPT m;
+    Diagnostics d;
+    diagnose(&m, &d, c);
+    int N = B_TEST * T_TEST, S = m.S;
+    const BlockActs *a = &m.fwd.blocks[0];
+    const real *x = gpt_block_input(&m, 0);
+    double attn = 0, ffn = 0, back = 0;
+    for (int i = 0; i < N * S; i++) {
+        attn += a->res_attn[i] * a->res_attn[i];
+        ffn += a->res_ffn[i] * a->res_ffn[i];
+        back = fmax(back, fabs(a->h[i] - x[i] - a->attn_out[i]));  // h = x + N1o(res_attn)
+    }
+    CHECK(back < 1e-12 && attn > 0 && close_to(d.out_rms1[0], sqrt(attn / (N * S))), "out_rms1 %g vs %g (h - x - y %g)",
+          d.out_rms1[0], sqrt(attn / (N * S)), back);
+    CHECK(close_to(d.out_rms2[0], sqrt(ffn / (N * S))), "out_rms2 %g vs %g", d.out_rms2[0], sqrt(ffn / (N * S)));
+    CHECK(isnan(d.out_rms1[1]) && isnan(d.out_rms2[1]), "a pre block has no output norms");
+    diag_free(&d);
+    gpt_free(&m);
+}
+
 // Fraction of |v| > 0.95 in n values.
 static double fraction_above(const real *v, size_t n) {
     size_t count = 0;
@@ -249,10 +274,11 @@ static void test_diag_log_and_probe_cli(void) {
         if (diag && n < 8) {
             steps[n++] = (long)cJSON_GetObjectItemCaseSensitive(o, "step")->valuedouble;
             static const char *keys[] = {"grad_norm", "ffn_grad_norm", "rms", "var", "angle", "scale1", "scale2",
-                                         "sat1", "sat2", "ms_approx", "ms_actual"};
-            for (int k = 0; k < 11; k++) {
+                                         "sat1", "sat2", "ms_approx", "ms_actual", "out_rms1", "out_rms2"};
+            for (int k = 0; k < 13; k++) {
                 const cJSON *v = cJSON_GetObjectItemCaseSensitive(diag, keys[k]);
-                complete &= cJSON_GetArraySize(v) == 3 && cJSON_IsNumber(cJSON_GetArrayItem(v, 2));
+                // out_rms is null for these BHyT blocks (no output norms)
+                complete &= cJSON_GetArraySize(v) == 3 && (k >= 11 || cJSON_IsNumber(cJSON_GetArrayItem(v, 2)));
             }
         }
         cJSON_Delete(o);
@@ -348,6 +374,7 @@ const TestCase diag_tests[] = {
     {"diag_grad_norms", test_diag_grad_norms},
     {"diag_hidden_states", test_diag_hidden_states},
     {"diag_tanh_sites", test_diag_tanh_sites},
+    {"diag_peri_out_rms", test_diag_peri_out_rms},
     {"probe_skip_equals_removed", test_probe_skip_equals_removed},
     {"diag_log_and_probe_cli", test_diag_log_and_probe_cli},
     {"compare_and_plot_scripts", test_compare_and_plot_scripts},
