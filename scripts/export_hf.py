@@ -13,7 +13,7 @@ Two architectures map exactly onto transformers classes (every block the same):
     qkv and proj; gate_proj and up_proj are the first and second halves of the SwiGLU input layer.
     normgpt's RoPE pairs dimension i with i + head_size/2 at angle t * theta^(-2i/head_size), which
     is Llama's rotate_half layout, so q and k rows are written as they are.
-Anything else (other placements or norms, per-block mixes, embed_scale, center_stream, a head bias,
+Anything else (other placements or norms, per-block mixes, embed_scale, embed_norm, lns, center_stream, a head bias,
 grouped-query attention in GPT-2) is refused with one line. The safetensors file is written with
 numpy: an 8-byte little-endian header length, the JSON header (dtype, shape, data_offsets of each
 tensor, padded with spaces to a multiple of 8), then the float32 data. config.json has the fields
@@ -48,8 +48,9 @@ def architecture(m):
         blocks = ", ".join(sorted(f"{p}+{n}" for p, n in {(b["placement"], b["norm"]) for b in m["blocks"]}))
         raise ExportError(f"blocks {blocks}, ffn {m['ffn']}, pos {m['pos']}, final_norm {m['final_norm']}: "
                           "only pre+layernorm+gelu+learned (GPT-2) or pre+rmsnorm+swiglu+rope (Llama) export")
-    for key, refused in (("embed_scale", True), ("center_stream", True), ("head_bias", True)):
-        if m[key] == refused:
+    for key, refused in (("embed_scale", True), ("center_stream", True), ("head_bias", True), ("lns", True),
+                         ("embed_norm", True)):
+        if m.get(key, False) == refused:
             raise ExportError(f"model.{key} = {str(refused).lower()} has no counterpart in {arch}")
     if arch == "gpt2" and m["n_kv_head"] not in (0, m["n_head"]):
         raise ExportError("GPT-2 has no grouped-query attention (model.n_kv_head)")

@@ -43,6 +43,11 @@ static void test_export_refuses(void) {
     const char *line = strstr(out, "export_hf.py:");
     CHECK(rc == 1 && line && strstr(line, "post+layernorm") && !strchr(strchr(line, '\n') + 1, '\n'),
           "post_ln export (rc %d): %s", rc, out);
+    // LNS keeps Pre-LN's tensors but not its function: refused, not exported as GPT-2.
+    rc = run_command(EXPORT_RUN " --train.steps=1 --config configs/pre_ln.json --model.lns=true --out.dir=" EXPORT_DIR
+                     "/lns && /usr/bin/python3 scripts/export_hf.py " EXPORT_DIR "/lns " EXPORT_DIR "/lns/hf",
+                     out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "model.lns = true has no counterpart"), "lns export (rc %d): %s", rc, out);
     rc = run_command("/usr/bin/python3 scripts/export_hf.py README.md " EXPORT_DIR "/x", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "README.md: not a version-1"), "not a checkpoint (rc %d): %s", rc, out);
 }
