@@ -19,14 +19,18 @@
 #include "tokenizer.h"
 #include "trainer.h"
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 
 static void format_duration(char *out, size_t size, double seconds) {
     long s = (long)(seconds + 0.5);
-    if (s >= 3600) snprintf(out, size, "%ldh%02ldm", s / 3600, s / 60 % 60);
+    if (s >= 86400) snprintf(out, size, "%.1f days", seconds / 86400);
+    else if (s >= 3600) snprintf(out, size, "%ldh%02ldm", s / 3600, s / 60 % 60);
     else if (s >= 60) snprintf(out, size, "%ldm%02lds", s / 60, s % 60);
     else snprintf(out, size, "%lds", s);
 }
+
+#define TIMED_STEPS_FOR_ETA 3  // steps after the first whose speed gives the whole run's time
 
 // Whether a cadence of `every` steps (0: never) falls on `step`.
 static int due(long every, long step) { return every > 0 && step % every == 0; }
@@ -47,9 +51,24 @@ static void print_run(const Config *cfg, const GPT *m, const BatchSplit *split, 
     if (world > 1) snprintf(ranks, sizeof ranks, " x %d ranks", world);
     printf("step: %ld tokens = %d x %ld x %ld micro-batches%s; %.1f MFLOP/token\n", cfg->total_batch_tokens,
            split->micro_windows, cfg->seq_len, split->accum, ranks, flops_per_token / 1e6);
+    printf("run: %ld steps x %ld tokens = %.4g tokens (%.3g PFLOP)\n", cfg->steps, cfg->total_batch_tokens,
+           (double)cfg->steps * cfg->total_batch_tokens,
+           (double)cfg->steps * cfg->total_batch_tokens * flops_per_token / 1e15);
     if (world > 1)
         printf("data-parallel: %d ranks (%d on this machine), %s; each step all-reduces %.2f MB of gradients\n",
                world, dist_local_ranks(), dist_library(), m->n_params * sizeof(real) / 1e6);
+}
+
+// How long the whole run takes at tok_s (`how` says where that speed comes from) and, past a day, how many
+// ranks like these would bring it to one (data parallelism assumed to scale perfectly).
+static void print_run_time(const Config *cfg, double tok_s, const char *how) {
+    double seconds = (double)cfg->steps * cfg->total_batch_tokens / tok_s;
+    char span[32];
+    format_duration(span, sizeof span, seconds);
+    printf("run time: %s for %ld steps at %.0f tok/s (%s)", span, cfg->steps, tok_s, how);
+    if (seconds > 86400) printf("; %.0f rank(s) like %s would bring it to a day", ceil(dist_world() * seconds / 86400),
+                                dist_world() > 1 ? "these" : "this one");
+    printf("\n");
 }
 
 // One step's line on stdout and in the log.
@@ -61,9 +80,11 @@ static void report_step(FILE *log, const Config *cfg, long step, const StepResul
     double tok_s = cfg->total_batch_tokens / (ms / 1e3);
     char eta[32];
     format_duration(eta, sizeof eta, ema_ms / 1e3 * (cfg->steps - step));
-    printf("step %5ld/%ld %3.0f%% | loss %.4f | lr %.2e | norm %.3f | %6.1f ms | %6.0f tok/s | MFU %4.1f%% | "
-           "ETA %s\n", step, cfg->steps, 100.0 * step / cfg->steps, r->loss, r->lr, r->grad_norm, ms, tok_s,
-           100 * flops_per_token * tok_s / peak, eta);
+    const char *remark;
+    double mfu = mfu_percent(flops_per_token, tok_s, peak, &remark);
+    printf("step %5ld/%ld %3.0f%% | loss %.4f | lr %.2e | norm %.3f | %6.1f ms | %6.0f tok/s | MFU %4.1f%%%s | "
+           "ETA %s\n", step, cfg->steps, 100.0 * step / cfg->steps, r->loss, r->lr, r->grad_norm, ms, tok_s, mfu,
+           remark, eta);
     fprintf(log, "{\"step\":%ld,\"loss\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,\"ms\":%.3f,\"tokens_per_s\":%.1f%s}\n",
             step, r->loss, r->lr, r->grad_norm, ms, tok_s, r->skipped ? ",\"skipped\":true" : "");
     fflush(log);
@@ -82,6 +103,40 @@ static void resume_run(const char *path, const RunDir *run, const Config *cfg, G
                st->world_size, dist_world());
 }
 
+// The training and validation windows (eval.batches lowered to what data.val holds) and the tokenizer.
+static int open_data(Config *cfg, Dataset *train, Validation *val, Tokenizer *tok) {
+    dataset_open(train, cfg->train_data, "data.train", cfg->seq_len, cfg->vocab_size, (uint64_t)cfg->seed);
+    int have_val = cfg->val_data[0] != '\0';
+    if (have_val) validation_open(val, cfg);
+    tokenizer_load(tok, cfg->tokenizer, cfg->vocab_size);
+    printf("data: %zu train windows in %d shard(s); %zu val windows\n", train->n_windows, train->n_shards,
+           have_val ? val->data.n_windows : 0);
+    return have_val;
+}
+
+// --check: everything a run checks before it allocates the model or touches out.dir, and the figures of
+// the configured run; the time is a lower bound, at the sgemm peak (100% MFU).
+static int check_command(Config *cfg) {
+    Dataset train;
+    Validation val;
+    Tokenizer tok;
+    int have_val = open_data(cfg, &train, &val, &tok);
+    GPT plan;
+    gpt_plan(&plan, cfg);
+    double flops_per_token = gpt_flops_per_token(&plan, (int)cfg->seq_len);
+    BatchSplit split = batch_split(cfg, dist_world());
+    print_run(cfg, &plan, &split, flops_per_token);
+    memory_budget(&plan);
+    double peak = measure_sgemm_peak() * dist_world();
+    print_run_time(cfg, peak / flops_per_token, "the sgemm peak, 100% MFU: a lower bound");
+    printf("check: the config, data and memory budget are fine; nothing was allocated or written\n");
+    gpt_free(&plan);
+    tokenizer_free(&tok);
+    dataset_close(&train);
+    if (have_val) validation_close(&val);
+    return 0;
+}
+
 static int train_command(const Args *args, Config *cfg) {
     int world = dist_world(), root = dist_rank() == 0;
     char *resume_path = NULL;
@@ -96,19 +151,15 @@ static int train_command(const Args *args, Config *cfg) {
     printf("normgpt: %s\nconfig (resolved):\n%s\n", resume_path ? resume_path : args->config_path, config_text);
     print_machine(threads);
     free(config_text);
+    if (args->check) return check_command(cfg);
 
     RunDir run = run_dir_at(args->resume_dir ? args->resume_dir : cfg->out_dir);
     if (root) run_dir_check(&run, cfg, resume_path, args->overwrite);
     BatchSplit split = batch_split(cfg, world);
     Dataset train;
     Validation val;
-    dataset_open(&train, cfg->train_data, "data.train", cfg->seq_len, cfg->vocab_size, (uint64_t)cfg->seed);
-    int have_val = cfg->val_data[0] != '\0';
-    if (have_val) validation_open(&val, cfg);
     Tokenizer tok;
-    tokenizer_load(&tok, cfg->tokenizer, cfg->vocab_size);
-    printf("data: %zu train windows in %d shard(s); %zu val windows\n", train.n_windows, train.n_shards,
-           have_val ? val.data.n_windows : 0);
+    int have_val = open_data(cfg, &train, &val, &tok);
 
     GPT model;
     gpt_build(&model, cfg);
@@ -145,6 +196,11 @@ static int train_command(const Args *args, Config *cfg) {
         double ms = 1e3 * (now_seconds() - t0);
         profile_enabled = 0;  // evaluation and sampling are not part of a step
         if (step > first_step) { timed_steps++; timed_seconds += ms / 1e3; }
+        if (timed_steps == TIMED_STEPS_FOR_ETA && step > first_step) {
+            char how[64];
+            snprintf(how, sizeof how, "measured over steps %ld-%ld", first_step + 1, step);
+            print_run_time(cfg, cfg->total_batch_tokens * timed_steps / timed_seconds, how);
+        }
         ema_ms = step == first_step ? ms : 0.9 * ema_ms + 0.1 * ms;
         report_step(log, cfg, step, &r, ms, ema_ms, flops_per_token, peak);
 
@@ -172,9 +228,11 @@ static int train_command(const Args *args, Config *cfg) {
 
     if (timed_steps > 0) {
         double step_s = timed_seconds / timed_steps, tok_s = cfg->total_batch_tokens / step_s;
-        printf("speed: %.1f ms/step, %.0f tok/s, MFU %.1f%% (mean of %ld steps after the first; %d rank(s) x %d "
-               "threads, sgemm peak %.1f GFLOP/s per rank)\n", 1e3 * step_s, tok_s,
-               100 * flops_per_token * tok_s / peak, timed_steps, world, threads, peak / world / 1e9);
+        const char *remark;
+        double mfu = mfu_percent(flops_per_token, tok_s, peak, &remark);
+        printf("speed: %.1f ms/step, %.0f tok/s, MFU %.1f%%%s (mean of %ld steps after the first; %d rank(s) x %d "
+               "threads, sgemm peak %.1f GFLOP/s per rank)\n", 1e3 * step_s, tok_s, mfu, remark, timed_steps, world,
+               threads, peak / world / 1e9);
         if (args->profile) profile_print(stdout, timed_steps, step_s);
     }
     printf("peak memory: %.1f MiB resident, %.2fx the budget\n", peak_rss_bytes() / MiB, peak_rss_bytes() / budget);

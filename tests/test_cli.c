@@ -1,5 +1,7 @@
 // End-to-end tests of ./train (the fp32 build): errors, exact resume, and learning on Brown.
 #include "testing.h"
+#include "machine.h"
+#include <glob.h>
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <signal.h>
@@ -350,7 +352,76 @@ static void test_out_dir_errors(void) {
     run_command("rm -rf build/tmp/normgpt_full", out, sizeof out);
 }
 
+// How many times `needle` occurs in `text`.
+static int count_of(const char *text, const char *needle) {
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    return n;
+}
+
+// Every shipped config passes --check on the embedded data: it gives the figures of the configured run
+// and allocates and writes nothing (its out.dir, redirected here, is not even created).
+static void test_configs_check(void) {
+    glob_t g;
+    CHECK(glob("configs/*.json", 0, NULL, &g) == 0 && g.gl_pathc >= 10, "configs/*.json: %zu files", g.gl_pathc);
+    int paper_scale = 0;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "./train --config %s --check --out.dir=build/tmp/normgpt_check_out", g.gl_pathv[i]);
+        int rc = run_command(cmd, out, sizeof out);
+        CHECK(rc == 0 && strstr(out, "parameters") && strstr(out, "step: ") && strstr(out, "run: ") &&
+              strstr(out, "memory budget") && strstr(out, "run time: ") && strstr(out, "check: "),
+              "%s --check: rc %d: %s", g.gl_pathv[i], rc, out);
+        if (strstr(out, " days for ")) paper_scale += strstr(out, "would bring it to a day") != NULL;
+    }
+    globfree(&g);
+    CHECK(paper_scale >= 3, "only %d paper-scale configs say how many ranks bring them to a day", paper_scale);
+    CHECK(run_command("test -e build/tmp/normgpt_check_out", out, sizeof out) != 0, "--check created out.dir");
+    // Too big for any machine: refused by the memory budget, before anything is allocated.
+    int rc = run_command("./train --config configs/default.json --check --model.n_embd=8192 --model.n_layer=64",
+                         out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "memory: the run needs") && count_of(out, "error") == 1, "huge model: rc %d: %s", rc, out);
+}
+
+// Quick tries: too few steps for the warmup, a validation set smaller than eval.batches: one note each
+// and the run goes on; after the first steps the whole run's time is measured.
+static void test_quick_try_clamps(void) {
+    int rc = run_command(SMALL " --train.steps=5 --train.warmup_steps=30 --eval.batches=100000 --eval.every=0 "
+                               "--sample.every=0 --out.dir=build/tmp/normgpt_quick --overwrite", out, sizeof out);
+    CHECK(rc == 0, "quick try refused: rc %d: %s", rc, out);
+    CHECK(count_of(out, "note: train.warmup_steps = 30 exceeds train.steps = 5") == 1, "warmup note: %s", out);
+    CHECK(count_of(out, "note: eval.batches") == 1 && strstr(out, "evaluating on"), "eval note: %s", out);
+    CHECK(count_of(out, "run time: ") == 1 && strstr(out, "measured over steps 2-4"), "measured run time: %s", out);
+    CHECK(run_command("grep -q '\"warmup_steps\":\t5' build/tmp/normgpt_quick/config.json", out, sizeof out) == 0,
+          "config.json does not hold the clamped warmup");
+    run_command("rm -rf build/tmp/normgpt_quick", out, sizeof out);
+    const char *remark;
+    CHECK(mfu_percent(1e6, 1e3, 2e9, &remark) == 50 && !remark[0], "MFU 50%%: '%s'", remark);
+    CHECK(mfu_percent(1e6, 3e3, 2e9, &remark) == 150 && strstr(remark, "peak measured under load"), "MFU 150%%");
+}
+
+// Habits from other programs: --config=FILE, --key value, booleans in any case, a suggestion for a typo.
+static void test_command_line_habits(void) {
+    int rc = run_command("./train --config=configs/default.json --check --train.steps 7 --train.recompute=True "
+                         "--model.bias FALSE --out.dir build/tmp/normgpt_habits", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "\"steps\":\t7") && strstr(out, "\"recompute\":\ttrue") &&
+          strstr(out, "\"bias\":\tfalse") && strstr(out, "normgpt_habits"), "habits: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs/default.json --train.step=5", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "unknown key train.step (did you mean train.steps?)"), "typo: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs/default.json --model.n_embed=64", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "did you mean model.n_embd?"), "typo: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs/default.json --zzz.qqqqqqqq=1", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "unknown key zzz.qqqqqqqq") && !strstr(out, "did you mean"), "far: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs/default.json --train.recompute=maybe", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "train.recompute must be true or false"), "bad bool: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs/default.json --train.steps", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--train.steps"), "no value: rc %d: %s", rc, out);
+}
+
 const TestCase cli_tests[] = {
+    {"cli: every shipped config passes --check", test_configs_check},
+    {"cli: quick tries clamp warmup and eval batches", test_quick_try_clamps},
+    {"cli: --config=FILE, --key value, True, typo suggestions", test_command_line_habits},
     {"cli: bad input gives one line and exit code", test_cli_errors},
     {"cli: resume equals the uninterrupted run", test_resume_equals_uninterrupted},
     {"cli: a short run on Brown learns", test_learns_brown},
