@@ -418,7 +418,57 @@ static void test_command_line_habits(void) {
     CHECK(rc == 2 && strstr(out, "--train.steps"), "no value: rc %d: %s", rc, out);
 }
 
+// Writes `json` as DIR/dataset.json.
+static void write_manifest(const char *dir, const char *json) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/dataset.json", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL, "%s: cannot write", path);
+    if (f) { fputs(json, f); fclose(f); }
+}
+
+// --data.dir=DIR takes the vocabulary, tokenizer and shard globs from DIR/dataset.json, over the config
+// file; keys on the command line win over the manifest; a bad manifest is one line naming it.
+static void test_data_dir(void) {
+    const char *dir = "build/tmp/normgpt_ds";
+    run_command("rm -rf build/tmp/normgpt_ds && mkdir -p build/tmp/normgpt_ds && cd build/tmp/normgpt_ds && "
+                "ln -s ../../../data/brown/brown_train_000000.bin mine_train_000000.bin && "
+                "ln -s ../../../data/brown/brown_val_000000.bin mine_val_000000.bin && "
+                "ln -s ../../../data/brown/tokenizer.bin mine.tok", out, sizeof out);
+    write_manifest(dir, "{\"format\": \"normgpt-dataset\", \"version\": 1, \"name\": \"mine\", \"vocab_size\": 8192,"
+                        " \"tokenizer\": \"mine.tok\", \"train\": {\"shards\": \"mine_train_*.bin\"},"
+                        " \"val\": {\"shards\": \"mine_val_*.bin\"}}");
+    int rc = run_command("./train --config configs/default.json --check --data.dir=build/tmp/normgpt_ds", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "\"vocab_size\":\t8192") && strstr(out, "normgpt_ds/mine.tok") &&
+          strstr(out, "normgpt_ds/mine_train_*.bin") && strstr(out, "normgpt_ds/mine_val_*.bin"),
+          "manifest: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs/default.json --check --data.dir build/tmp/normgpt_ds "
+                     "--model.vocab_size=9000 --data.tokenizer= --data.val=", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "\"vocab_size\":\t9000") && strstr(out, "\"tokenizer\":\t\"\"") && strstr(out, "\"val\":\t\"\"") &&
+          strstr(out, "normgpt_ds/mine_train_*.bin"), "command line over manifest: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs/default.json --check --data.dir=data/brown", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "data/brown/brown_train_*.bin"), "data/brown: rc %d: %s", rc, out);
+    static const char *bad[][2] = {
+        {"{\"format\": \"normgpt-dataset\", \"version\": 1, \"tokenizer\": \"t\"}", "'vocab_size'"},
+        {"{\"format\": \"other\", \"version\": 1}", "'format'"},
+        {"{\"format\": \"normgpt-dataset\", \"version\": 1, \"vocab_size\": 8192, \"tokenizer\": \"t\","
+         " \"train\": {\"shards\": 3}, \"val\": {\"shards\": \"v\"}}", "'train.shards'"},
+        {"{\"format\": \"normgpt-dataset\", \"version\": 1, \"vocab_size\": 8192, \"train\": {}}", "'tokenizer'"},
+        {"[1, 2", "not a JSON object"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_manifest(dir, bad[i][0]);
+        rc = run_command("./train --config configs/default.json --check --data.dir=build/tmp/normgpt_ds", out, sizeof out);
+        CHECK(rc == 2 && strstr(out, "normgpt_ds/dataset.json") && strstr(out, bad[i][1]) && count_of(out, "error") == 1,
+              "bad manifest %zu: rc %d: %s", i, rc, out);
+    }
+    rc = run_command("./train --config configs/default.json --check --data.dir=build/tmp/normgpt_nothing", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "normgpt_nothing/dataset.json"), "missing manifest: rc %d: %s", rc, out);
+    run_command("rm -rf build/tmp/normgpt_ds", out, sizeof out);
+}
+
 const TestCase cli_tests[] = {
+    {"cli: --data.dir reads the dataset manifest", test_data_dir},
     {"cli: every shipped config passes --check", test_configs_check},
     {"cli: quick tries clamp warmup and eval batches", test_quick_try_clamps},
     {"cli: --config=FILE, --key value, True, typo suggestions", test_command_line_habits},
