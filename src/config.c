@@ -330,6 +330,7 @@ void config_apply_dataset(Config *c) {
     static const char *splits[][2] = {{"train", "data.train"}, {"val", "data.val"}};
     for (int i = 0; i < 2; i++) {
         const cJSON *split = cJSON_GetObjectItemCaseSensitive(root, splits[i][0]);
+        if (!split && i == 1) { set_string(c, find_key("data.val"), "", path); continue; }  // no validation split
         if (!cJSON_IsObject(split)) die(EXIT_CONFIG, "%s: '%s' must be an object with 'shards'", path, splits[i][0]);
         char key[32];
         snprintf(key, sizeof key, "%s.shards", splits[i][0]);

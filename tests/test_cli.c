@@ -446,6 +446,10 @@ static void test_data_dir(void) {
                      "--model.vocab_size=9000 --data.tokenizer= --data.val=", out, sizeof out);
     CHECK(rc == 0 && strstr(out, "\"vocab_size\":\t9000") && strstr(out, "\"tokenizer\":\t\"\"") && strstr(out, "\"val\":\t\"\"") &&
           strstr(out, "normgpt_ds/mine_train_*.bin"), "command line over manifest: rc %d: %s", rc, out);
+    write_manifest(dir, "{\"format\": \"normgpt-dataset\", \"version\": 1, \"vocab_size\": 8192, \"tokenizer\": "
+                        "\"mine.tok\", \"train\": {\"shards\": \"mine_train_*.bin\"}}");
+    rc = run_command("./train --config configs/default.json --check --data.dir=build/tmp/normgpt_ds", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "\"val\":\t\"\""), "manifest without val: rc %d: %s", rc, out);
     rc = run_command("./train --config configs/default.json --check --data.dir=data/brown", out, sizeof out);
     CHECK(rc == 0 && strstr(out, "data/brown/brown_train_*.bin"), "data/brown: rc %d: %s", rc, out);
     static const char *bad[][2] = {
