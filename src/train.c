@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <math.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void format_duration(char *out, size_t size, double seconds) {
     long s = (long)(seconds + 0.5);
@@ -137,15 +138,57 @@ static int check_command(Config *cfg) {
     return 0;
 }
 
+// --resume RUN --train.steps=N: the run goes on to N steps (more than it has taken), with the schedule
+// recomputed for N (README, "Extending a run"); says what that does to the learning rate.
+static void extend_run(Config *cfg, const char *assignment, long taken, const char *path) {
+    Config before = *cfg;
+    config_apply_override(cfg, assignment);
+    if (cfg->steps <= taken)
+        die(EXIT_CONFIG, "command line: --train.steps=%ld must exceed the %ld steps %s has taken", cfg->steps, taken,
+            path);
+    config_validate(cfg);
+    printf("extending %s: train.steps %ld -> %ld; the %s schedule is recomputed for %ld steps: the learning rate "
+           "of step %ld is %.3e (step %ld had %.3e)\n", path, before.steps, cfg->steps, cfg->schedule, cfg->steps,
+           taken + 1, lr_schedule(cfg, taken), taken, lr_schedule(&before, taken > 0 ? taken - 1 : 0));
+}
+
+// train.init_from: the weights of a checkpoint, or of a run directory's newest valid one, for a fresh run.
+static void init_from(GPT *m, const char *source) {
+    struct stat st;
+    char *path = stat(source, &st) == 0 && S_ISDIR(st.st_mode) ? checkpoint_find_latest(source) : strdup(source);
+    RunState theirs;
+    checkpoint_load_weights(path, m, &theirs);
+    printf("train.init_from: the weights of %s (step %ld of its run); AdamW state, step and data order start "
+           "afresh\n", path, theirs.step);
+    free(path);
+}
+
 static int train_command(const Args *args, Config *cfg) {
     int world = dist_world(), root = dist_rank() == 0;
     char *resume_path = NULL;
+    long taken = 0;  // steps the resumed run has taken
+    static Config before_extension;
+    RunDir run = run_dir_at(args->resume_dir ? args->resume_dir : cfg->out_dir);
     if (args->resume_dir && root) {
         resume_path = checkpoint_find_latest(args->resume_dir);
         checkpoint_read_config(resume_path, cfg);
         config_validate(cfg);
+        taken = checkpoint_step(resume_path);
+        before_extension = *cfg;
+        if (args->resume_steps) {
+            extend_run(cfg, args->resume_steps, taken, resume_path);
+            run.before_extension = &before_extension;
+        }
     }
     dist_broadcast(cfg, sizeof *cfg);
+    dist_broadcast(&taken, sizeof taken);
+    if (args->resume_dir && taken >= cfg->steps) {
+        printf("%s: the run is finished (its newest checkpoint is at step %ld of train.steps = %ld); extend it with "
+               "./train --resume %s --train.steps=N for N > %ld (README: Extending a run)\n", args->resume_dir, taken,
+               cfg->steps, args->resume_dir, taken);
+        free(resume_path);
+        return 0;
+    }
     int threads = use_threads(cfg);
     char *config_text = config_to_json(cfg);
     printf("normgpt: %s\nconfig (resolved):\n%s\n", resume_path ? resume_path : args->config_path, config_text);
@@ -153,7 +196,6 @@ static int train_command(const Args *args, Config *cfg) {
     free(config_text);
     if (args->check) return check_command(cfg);
 
-    RunDir run = run_dir_at(args->resume_dir ? args->resume_dir : cfg->out_dir);
     if (root) run_dir_check(&run, cfg, resume_path, args->overwrite);
     BatchSplit split = batch_split(cfg, world);
     Dataset train;
@@ -163,13 +205,15 @@ static int train_command(const Args *args, Config *cfg) {
 
     GPT model;
     gpt_build(&model, cfg);
+    int initialized = root && !resume_path && cfg->init_from[0];
+    if (initialized) init_from(&model, cfg->init_from);
     if (root) run_dir_prepare(&run, cfg, &model, resume_path != NULL);  // only now does the directory change
     AdamW opt;
     adamw_init(&opt, model.n_params);
     static RunState st;  // static: the outlier window is too big for the stack
     st.sample_rng = rng_stream((uint64_t)cfg->seed, 2).state;
     if (resume_path) resume_run(resume_path, &run, cfg, &model, &opt, &st);
-    else if (root) gpt_init(&model, (uint64_t)cfg->seed);
+    else if (root && !initialized) gpt_init(&model, (uint64_t)cfg->seed);
     share_run(&model, &opt, &st);
     st.world_size = world;
     double flops_per_token = gpt_flops_per_token(&model, (int)cfg->seq_len);

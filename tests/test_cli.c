@@ -1,6 +1,7 @@
 // End-to-end tests of ./train (the fp32 build): errors, exact resume, and learning on Brown.
 #include "testing.h"
 #include "machine.h"
+#include "optim.h"
 #include <glob.h>
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -471,7 +472,91 @@ static void test_data_dir(void) {
     run_command("rm -rf build/tmp/normgpt_ds", out, sizeof out);
 }
 
+// The "lr" of each step line from step `from` on, and the "val_loss" of step `step` (NAN if none).
+static int read_lrs(const char *log_path, long from, double *lrs, int max, long step, double *val_loss) {
+    FILE *f = fopen(log_path, "r");
+    if (!f) return -1;
+    char line[4096];
+    int n = 0;
+    *val_loss = NAN;
+    while (fgets(line, sizeof line, f)) {
+        cJSON *o = cJSON_Parse(line);
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "step"), *lr = cJSON_GetObjectItemCaseSensitive(o, "lr");
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "val_loss");
+        if (cJSON_IsNumber(s) && s->valuedouble >= from && cJSON_IsNumber(lr) && n < max) lrs[n++] = lr->valuedouble;
+        if (cJSON_IsNumber(s) && s->valuedouble == step && cJSON_IsNumber(v)) *val_loss = v->valuedouble;
+        cJSON_Delete(o);
+    }
+    fclose(f);
+    return n;
+}
+
+// A finished run says so; --train.steps extends it with the schedule recomputed for the new total;
+// train.init_from starts a new run from its weights (shapes must match).
+static void test_extend_and_init_from(void) {
+    const char *A = "build/tmp/normgpt_extend", *B = "build/tmp/normgpt_init_from";
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, SMALL " --train.steps=4 --train.warmup_steps=1 --train.schedule=wsd --train.decay_frac=0.5 "
+             "--eval.every=4 --sample.tokens=0 --out.dir=%s --overwrite", A);
+    CHECK(run_command(cmd, out, sizeof out) == 0, "first run: %s", out);
+    snprintf(cmd, sizeof cmd, "./train --resume %s", A);
+    int rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "the run is finished") && strstr(out, "--train.steps=N for N > 4") &&
+          !strstr(out, "peak memory"), "finished run: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "./train --resume %s --train.steps 3", A);
+    rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "must exceed the 4 steps"), "shorter: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "./train --resume %s --train.lr=1", A);
+    rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "only --train.steps=N"), "other override on resume: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "./train --resume %s --train.steps=8", A);
+    rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "train.steps 4 -> 8") && strstr(out, "ckpt_00000008.bin"), "extension: rc %d: %s", rc, out);
+    // The rule: steps 5..8 follow the schedule of the new total (config.json now says 8 steps).
+    char path[256];
+    snprintf(path, sizeof path, "%s/config.json", A);
+    Config c;
+    config_defaults(&c);
+    config_load_file(&c, path);
+    config_validate(&c);
+    CHECK(c.steps == 8, "config.json says %ld steps", c.steps);
+    double lrs[16], source_val;
+    snprintf(path, sizeof path, "%s/log.jsonl", A);
+    int n = read_lrs(path, 5, lrs, 16, 8, &source_val);
+    CHECK(n == 4, "%d step lines after the extension", n);
+    for (int i = 0; i < n; i++)
+        CHECK(fabs(lrs[i] - lr_schedule(&c, 4 + i)) <= 1e-6 * lr_schedule(&c, 4 + i), "step %d: lr %g, the rule says %g",
+              5 + i, lrs[i], lr_schedule(&c, 4 + i));
+    // A new run from its weights: its step-0 validation loss is the source's at step 8, exactly.
+    snprintf(cmd, sizeof cmd, SMALL " --train.steps=2 --eval.every=4 --sample.tokens=0 --train.init_from=%s "
+             "--out.dir=%s --overwrite", A, B);
+    rc = run_command(cmd, out, sizeof out);
+    double lr_b[4], val_b;
+    snprintf(path, sizeof path, "%s/log.jsonl", B);
+    read_lrs(path, 1, lr_b, 4, 0, &val_b);
+    CHECK(rc == 0 && strstr(out, "the weights of build/tmp/normgpt_extend/ckpt_00000008.bin (step 8") &&
+          val_b == source_val, "init_from: rc %d, val %g vs %g: %s", rc, val_b, source_val, out);
+    snprintf(cmd, sizeof cmd, SMALL " --model.n_embd=128 --train.init_from=%s/ckpt_00000008.bin --out.dir=%s --overwrite",
+             A, B);
+    rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "tensor wte has shape (8192, 64), the model's has (8192, 128)") &&
+          count_of(out, "error") == 1, "mismatched width: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, SMALL " --model.n_layer=3 --train.init_from=%s --out.dir=%s --overwrite", A, B);
+    rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "tensor 26 is lnf.weight, the model's is h.2.norm1.weight") && count_of(out, "error") == 1, "extra layer: rc %d: %s", rc, out);
+    // An extension stopped before its first checkpoint: config.json says 8 steps, the checkpoint 4.
+    snprintf(cmd, sizeof cmd, "rm %s/ckpt_00000008.bin && ./train --resume %s", A, A);
+    rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "the run is finished"), "config.json of an extension, plain resume: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "./train --resume %s --train.steps=8", A);
+    rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "train.steps 4 -> 8"), "extension resumed again: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s", A, B);
+    run_command(cmd, out, sizeof out);
+}
+
 const TestCase cli_tests[] = {
+    {"cli: finished runs, --train.steps extension, train.init_from", test_extend_and_init_from},
     {"cli: --data.dir reads the dataset manifest", test_data_dir},
     {"cli: every shipped config passes --check", test_configs_check},
     {"cli: quick tries clamp warmup and eval batches", test_quick_try_clamps},
