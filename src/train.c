@@ -182,13 +182,6 @@ static int train_command(const Args *args, Config *cfg) {
     }
     dist_broadcast(cfg, sizeof *cfg);
     dist_broadcast(&taken, sizeof taken);
-    if (args->resume_dir && taken >= cfg->steps) {
-        printf("%s: the run is finished (its newest checkpoint is at step %ld of train.steps = %ld); extend it with "
-               "./train --resume %s --train.steps=N for N > %ld (README: Extending a run)\n", args->resume_dir, taken,
-               cfg->steps, args->resume_dir, taken);
-        free(resume_path);
-        return 0;
-    }
     int threads = use_threads(cfg);
     char *config_text = config_to_json(cfg);
     printf("normgpt: %s\nconfig (resolved):\n%s\n", resume_path ? resume_path : args->config_path, config_text);
@@ -197,6 +190,13 @@ static int train_command(const Args *args, Config *cfg) {
     if (args->check) return check_command(cfg);
 
     if (root) run_dir_check(&run, cfg, resume_path, args->overwrite);
+    if (args->resume_dir && taken >= cfg->steps) {
+        printf("%s: the run is finished (its newest checkpoint is at step %ld of train.steps = %ld); extend it with "
+               "./train --resume %s --train.steps=N for N > %ld (README: Extending a run)\n", args->resume_dir, taken,
+               cfg->steps, args->resume_dir, taken);
+        free(resume_path);
+        return 0;
+    }
     BatchSplit split = batch_split(cfg, world);
     Dataset train;
     Validation val;
