@@ -52,7 +52,7 @@ static int *flag_slot(Args *args, const char *arg) {
 // long as the program. Returns the new argc.
 static int normalize(int argc, char **argv, char ***out) {
     static char **list;
-    Args probe;
+    Args probe = {0};  // only asked which options take a value
     list = xcalloc(2 * (size_t)argc + 1, sizeof(char *));
     int n = 0;
     for (int i = 0; i < argc; i++) {

@@ -130,7 +130,7 @@ static int check_command(Config *cfg) {
     memory_budget(&plan);
     double peak = measure_sgemm_peak() * dist_world();
     print_run_time(cfg, peak / flops_per_token, "the sgemm peak, 100% MFU: a lower bound");
-    printf("check: the config, data and memory budget are fine; nothing was allocated or written\n");
+    printf("check: the config, data and memory budget are fine; the model was not allocated and nothing was written\n");
     gpt_free(&plan);
     tokenizer_free(&tok);
     dataset_close(&train);
