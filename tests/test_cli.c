@@ -4,6 +4,7 @@
 #include "optim.h"
 #include <glob.h>
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <string.h>
@@ -52,8 +53,9 @@ static void test_cli_errors(void) {
     run_command("rm -rf build/tmp/normgpt_cli_err", out, sizeof out);
 }
 
-// The "loss" fields of step lines and "val_loss" of eval lines in a log, from step `from` on.
-static int read_losses(const char *log_path, long from, double *losses, int max) {
+// The number `key` (else `alt`, unless NULL) of each log line whose step lies in [first, last], in order.
+static int log_numbers(const char *log_path, long first, long last, const char *key, const char *alt, double *values,
+                       int max) {
     FILE *f = fopen(log_path, "r");
     if (!f) return -1;
     char line[4096];
@@ -61,13 +63,19 @@ static int read_losses(const char *log_path, long from, double *losses, int max)
     while (fgets(line, sizeof line, f) && n < max) {
         cJSON *o = cJSON_Parse(line);
         const cJSON *step = cJSON_GetObjectItemCaseSensitive(o, "step");
-        const cJSON *loss = cJSON_GetObjectItemCaseSensitive(o, "loss");
-        if (!loss) loss = cJSON_GetObjectItemCaseSensitive(o, "val_loss");
-        if (cJSON_IsNumber(step) && step->valuedouble >= from && cJSON_IsNumber(loss)) losses[n++] = loss->valuedouble;
+        const cJSON *value = cJSON_GetObjectItemCaseSensitive(o, key);
+        if (!value && alt) value = cJSON_GetObjectItemCaseSensitive(o, alt);
+        if (cJSON_IsNumber(step) && step->valuedouble >= first && step->valuedouble <= last && cJSON_IsNumber(value))
+            values[n++] = value->valuedouble;
         cJSON_Delete(o);
     }
     fclose(f);
     return n;
+}
+
+// The "loss" fields of step lines and "val_loss" of eval lines in a log, from step `from` on.
+static int read_losses(const char *log_path, long from, double *losses, int max) {
+    return log_numbers(log_path, from, LONG_MAX, "loss", "val_loss", losses, max);
 }
 
 static void test_resume_equals_uninterrupted(void) {
@@ -472,25 +480,6 @@ static void test_data_dir(void) {
     run_command("rm -rf build/tmp/normgpt_ds", out, sizeof out);
 }
 
-// The "lr" of each step line from step `from` on, and the "val_loss" of step `step` (NAN if none).
-static int read_lrs(const char *log_path, long from, double *lrs, int max, long step, double *val_loss) {
-    FILE *f = fopen(log_path, "r");
-    if (!f) return -1;
-    char line[4096];
-    int n = 0;
-    *val_loss = NAN;
-    while (fgets(line, sizeof line, f)) {
-        cJSON *o = cJSON_Parse(line);
-        const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "step"), *lr = cJSON_GetObjectItemCaseSensitive(o, "lr");
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "val_loss");
-        if (cJSON_IsNumber(s) && s->valuedouble >= from && cJSON_IsNumber(lr) && n < max) lrs[n++] = lr->valuedouble;
-        if (cJSON_IsNumber(s) && s->valuedouble == step && cJSON_IsNumber(v)) *val_loss = v->valuedouble;
-        cJSON_Delete(o);
-    }
-    fclose(f);
-    return n;
-}
-
 // A finished run says so; --train.steps extends it with the schedule recomputed for the new total;
 // train.init_from starts a new run from its weights (shapes must match).
 static void test_extend_and_init_from(void) {
@@ -522,7 +511,8 @@ static void test_extend_and_init_from(void) {
     CHECK(c.steps == 8, "config.json says %ld steps", c.steps);
     double lrs[16], source_val;
     snprintf(path, sizeof path, "%s/log.jsonl", A);
-    int n = read_lrs(path, 5, lrs, 16, 8, &source_val);
+    int n = log_numbers(path, 5, LONG_MAX, "lr", NULL, lrs, 16);
+    CHECK(log_numbers(path, 8, 8, "val_loss", NULL, &source_val, 1) == 1, "no val loss at step 8");
     CHECK(n == 4, "%d step lines after the extension", n);
     for (int i = 0; i < n; i++)
         CHECK(fabs(lrs[i] - lr_schedule(&c, 4 + i)) <= 1e-6 * lr_schedule(&c, 4 + i), "step %d: lr %g, the rule says %g",
@@ -531,9 +521,10 @@ static void test_extend_and_init_from(void) {
     snprintf(cmd, sizeof cmd, SMALL " --train.steps=2 --eval.every=4 --sample.tokens=0 --train.init_from=%s "
              "--out.dir=%s --overwrite", A, B);
     rc = run_command(cmd, out, sizeof out);
-    double lr_b[4], val_b;
+    double val_b;
     snprintf(path, sizeof path, "%s/log.jsonl", B);
-    read_lrs(path, 1, lr_b, 4, 0, &val_b);
+    val_b = NAN;
+    log_numbers(path, 0, 0, "val_loss", NULL, &val_b, 1);
     CHECK(rc == 0 && strstr(out, "the weights of build/tmp/normgpt_extend/ckpt_00000008.bin (step 8") &&
           val_b == source_val, "init_from: rc %d, val %g vs %g: %s", rc, val_b, source_val, out);
     snprintf(cmd, sizeof cmd, SMALL " --model.n_embd=128 --train.init_from=%s/ckpt_00000008.bin --out.dir=%s --overwrite",
