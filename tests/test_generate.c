@@ -204,6 +204,12 @@ static void test_decoder_mixed_table(void) {
     gpt_free(&m);
 }
 
+static int argmax(const real *row, int n) {
+    int best = 0;
+    for (int v = 1; v < n; v++) if (row[v] > row[best]) best = v;
+    return best;
+}
+
 // Greedy generation past the cache: each token must be the argmax of the full forward over what
 // the cache holds — the window since the last restart, which keeps the last block_size / 2 tokens.
 static void test_greedy_restart_matches_forward(void) {
@@ -224,10 +230,7 @@ static void test_greedy_restart_matches_forward(void) {
             if (i - w0 == GEN_T) { w0 = i - keep + 1; restarts += b == 0; }
             int T = i - w0 + 1;
             gpt_forward(&m, &seqs[b][w0], NULL, 1, T);
-            const real *row = m.fwd.logits + (size_t)(T - 1) * m.V;
-            int best = 0;
-            for (int v = 1; v < m.V; v++) if (row[v] > row[best]) best = v;
-            mismatches += best != seqs[b][i + 1];
+            mismatches += argmax(m.fwd.logits + (size_t)(T - 1) * m.V, m.V) != seqs[b][i + 1];
         }
     }
     CHECK(restarts == 5, "expected 5 restarts in %d tokens with a cache of %d, counted %d", N, GEN_T, restarts);
@@ -257,10 +260,7 @@ static void test_prompt_then_greedy(void) {
         CHECK(!memcmp(given[b], seqs[b], sizeof given[b]), "sequence %d: the prompt was overwritten", b);
         for (int i = P - 1; i + 1 < P + N; i++) {
             gpt_forward(&m, seqs[b], NULL, 1, i + 1);
-            const real *row = m.fwd.logits + (size_t)i * m.V;
-            int best = 0;
-            for (int v = 1; v < m.V; v++) if (row[v] > row[best]) best = v;
-            mismatches += best != seqs[b][i + 1];
+            mismatches += argmax(m.fwd.logits + (size_t)i * m.V, m.V) != seqs[b][i + 1];
         }
     }
     CHECK(mismatches == 0, "%d greedy tokens after the prompt differ from the full forward's argmax", mismatches);
