@@ -6,7 +6,8 @@
 Everything is measured in this one run, one program at a time (two OpenMP programs on the same
 cores slow each other down several times), and reported as ratios:
   - MFU: model FLOPs per second (6 per matmul parameter per token, plus attention) over the sgemm
-    peak that the same ./train process measured at start-up (1024^3 sgemm, best of 4);
+    peak that the same ./train process measured at start-up (the fastest of many short 512^3
+    sgemm calls over about half a second; results before 2026-11-30: 1024^3, best of 4);
   - for the default config and every method's small config: ms per step, tokens/s, the step time
     relative to the fastest method, PyTorch's tokens/s on the same model (bench/torch_bench.py,
     eager fp32, same thread count) and normgpt's ratio to it, and generated tokens/s with the KV

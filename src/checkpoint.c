@@ -288,6 +288,17 @@ static double meta_number(const cJSON *meta, const char *key, const char *path) 
     return item->valuedouble;
 }
 
+long checkpoint_step(const char *path) {
+    CkptInfo info;
+    FILE *f;
+    cJSON *meta = open_meta(path, &info, &f);
+    fclose(f);
+    long step = (long)meta_number(meta, "step", path);
+    cJSON_Delete(meta);
+    free(info.meta);
+    return step;
+}
+
 // The run state's part of the metadata (metadata_json writes it).
 static void read_run_state(const cJSON *meta, const char *path, RunState *st) {
     st->step = (long)meta_number(meta, "step", path);
@@ -316,6 +327,28 @@ static void read_run_state(const cJSON *meta, const char *path, RunState *st) {
     }
 }
 
+// The checkpoint's tensors are the model's, in order, name and shape; exits naming the first that is not.
+static void check_tensor_table(const cJSON *tensors, const char *path, const GPT *m) {
+    int n = cJSON_GetArraySize(tensors);
+    for (int i = 0; i < m->n_tensors || i < n; i++) {
+        if (i >= n) die(1, "%s: has no tensor %s (the model's tensor %d)", path, m->tensors[i].name, i);
+        const cJSON *entry = cJSON_GetArrayItem(tensors, i);
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(entry, "name");
+        if (!cJSON_IsString(name)) die(1, "%s: tensor %d has no name", path, i);
+        if (i >= m->n_tensors) die(1, "%s: tensor %s is not in the model", path, name->valuestring);
+        const ParamTensor *t = &m->tensors[i];
+        if (strcmp(name->valuestring, t->name) != 0)
+            die(1, "%s: tensor %d is %s, the model's is %s", path, i, name->valuestring, t->name);
+        const cJSON *shape = cJSON_GetObjectItemCaseSensitive(entry, "shape");
+        int dims = cJSON_GetArraySize(shape), rows = -1, cols = 1;
+        if (dims >= 1 && cJSON_IsNumber(cJSON_GetArrayItem(shape, 0))) rows = cJSON_GetArrayItem(shape, 0)->valueint;
+        if (dims == 2 && cJSON_IsNumber(cJSON_GetArrayItem(shape, 1))) cols = cJSON_GetArrayItem(shape, 1)->valueint;
+        if (dims < 1 || dims > 2 || rows != t->rows || cols != t->cols)
+            die(1, "%s: tensor %s has shape (%d, %d), the model's has (%d, %d)", path, t->name, rows, cols, t->rows,
+                t->cols);
+    }
+}
+
 // The parameters, and the optimizer state and the run state where they are not NULL.
 static void load(const char *path, GPT *m, AdamW *opt, RunState *st) {
     CkptInfo info;
@@ -323,15 +356,9 @@ static void load(const char *path, GPT *m, AdamW *opt, RunState *st) {
     cJSON *meta = open_meta(path, &info, &f);
     if (info.value_bytes != sizeof(real))
         die(1, "%s: holds %zu-byte values, this build uses %zu-byte values", path, info.value_bytes, sizeof(real));
+    check_tensor_table(cJSON_GetObjectItemCaseSensitive(meta, "tensors"), path, m);
     if (info.n_params != m->n_params)
         die(1, "%s: holds %zu parameters, the model has %zu", path, info.n_params, m->n_params);
-    const cJSON *tensors = cJSON_GetObjectItemCaseSensitive(meta, "tensors");
-    if (cJSON_GetArraySize(tensors) != m->n_tensors) die(1, "%s: tensor table does not match the model", path);
-    for (int i = 0; i < m->n_tensors; i++) {
-        const cJSON *name = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tensors, i), "name");
-        if (!cJSON_IsString(name) || strcmp(name->valuestring, m->tensors[i].name) != 0)
-            die(1, "%s: tensor %d is not %s", path, i, m->tensors[i].name);
-    }
     if (st) read_run_state(meta, path, st);
     if (opt) opt->t = (long)meta_number(meta, "adam_t", path);
     size_t n = m->n_params;

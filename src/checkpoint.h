@@ -30,12 +30,15 @@ size_t checkpoint_bytes(const Config *cfg, const GPT *m);
 // Path of the newest checkpoint in run_dir that passes its checksum (older ones are tried in
 // turn, with a warning naming each bad file). Exits if there is none. Caller frees.
 char *checkpoint_find_latest(const char *run_dir);
+// The optimizer steps a checkpoint's run had taken.
+long checkpoint_step(const char *path);
 // Read only the config embedded in a checkpoint.
 void checkpoint_read_config(const char *path, Config *cfg);
 // Resume a run: parameters, optimizer state and run state, into a model built from the
 // checkpoint's config.
 void checkpoint_load(const char *path, GPT *m, AdamW *opt, RunState *st);
-// For the commands that do not train: the parameters only (AdamW's moments are not read), and the
+// The model's tensors must be the checkpoint's, in name and shape: the first that differs is named.
+// For the commands that do not train (and train.init_from): the parameters only (AdamW's moments are not read), and the
 // run state when `st` is not NULL.
 void checkpoint_load_weights(const char *path, GPT *m, RunState *st);
 

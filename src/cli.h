@@ -9,10 +9,12 @@
 typedef struct {
     const char *config_path, *resume_dir, *convert_path, *convert_to, *convert_out, *probe_dir;
     const char *generate_path, *generate_tokens, *generate_batch;
+    const char *prompt, *prompt_file;  // --generate's prompt, as text or a file holding it
+    const char *resume_steps;          // "train.steps=N" given with --resume (extends the run), else NULL
     int generate_from_config;  // generate_path names a .json config, not a checkpoint
     int tokens, batch;         // --generate's --tokens (default block_size) and --batch (default 1)
     ConvertKind convert_kind;
-    int overwrite, profile;
+    int overwrite, profile, check;
 } Args;
 
 // Fill args and the resolved, validated config of --config or --generate (the defaults for the

@@ -7,6 +7,7 @@
 #include "sample.h"
 #include "tokenizer.h"
 #include "trainer.h"
+#include <errno.h>
 #include <string.h>
 
 // The model `cfg` describes, for a command that does not train (no gradients, no optimizer state;
@@ -71,6 +72,48 @@ int convert_command(const Args *args) {
     return 0;
 }
 
+// --prompt TEXT or the text of --prompt-file FILE (one final newline dropped), NULL for neither. Caller frees.
+static char *prompt_text(const Args *args) {
+    if (args->prompt) return strdup(args->prompt);
+    if (!args->prompt_file) return NULL;
+    FILE *f = fopen(args->prompt_file, "rb");
+    if (!f) die(1, "--prompt-file %s: cannot open: %s", args->prompt_file, strerror(errno));
+    size_t cap = 4096, len = 0;
+    char *text = xcalloc(cap, 1);
+    for (size_t n; (n = fread(text + len, 1, cap - len - 1, f)) > 0;) {
+        len += n;
+        if (len + 1 == cap) {
+            text = realloc(text, cap *= 2);
+            if (!text) die(1, "--prompt-file %s: out of memory", args->prompt_file);
+        }
+    }
+    fclose(f);
+    text[len] = '\0';
+    if (len > 0 && text[len - 1] == '\n') text[len - 1] = '\0';
+    return text;
+}
+
+// The prompt's ids (*n of them; NULL and 0 without a prompt), which with the separator before them
+// must fit the model's block_size.
+static int *encode_prompt(const Args *args, const Config *cfg, const Tokenizer *tok, int *n) {
+    *n = 0;
+    char *text = prompt_text(args);
+    if (!text) return NULL;
+    const char *option = args->prompt ? "--prompt" : "--prompt-file";
+    if (!tok->pieces) die(EXIT_CONFIG, "%s: the model's config has no data.tokenizer to encode the prompt with", option);
+    if (!tokenizer_can_encode(tok))
+        die(1, "%s: %s has no encoding section (only files written by scripts/make_dataset.py have one); "
+               "give --data.tokenizer=FILE", option, cfg->tokenizer);
+    *n = tokenizer_encode(tok, text, NULL, 0);
+    if (1 + *n > cfg->block_size)
+        die(EXIT_CONFIG, "%s: the prompt is %d tokens, with the document separator %d, more than model.block_size = %ld",
+            option, *n, 1 + *n, cfg->block_size);
+    int *ids = xcalloc((size_t)*n + 1, sizeof(int));
+    tokenizer_encode(tok, text, ids, *n);
+    free(text);
+    return ids;
+}
+
 int generate_command(const Args *args, Config *cfg) {
     int threads = use_threads(cfg);
     GPT m;  // the decoder keeps its own buffers: the model needs no forward activations
@@ -82,13 +125,16 @@ int generate_command(const Args *args, Config *cfg) {
     }
     Tokenizer tok;
     tokenizer_load(&tok, cfg->tokenizer, cfg->vocab_size);
-    printf("normgpt --generate: %s (%s), %zu parameters; %d x %d tokens, temperature %g, top_k %ld\n",
-           args->generate_path, args->generate_from_config ? "initialized from train.seed" : "checkpoint", m.n_params,
-           args->batch, args->tokens, cfg->temperature, cfg->top_k);
+    int n_prompt;
+    int *prompt = encode_prompt(args, cfg, &tok, &n_prompt);
+    printf("normgpt --generate: %s (%s), %zu parameters; %d x %d tokens after a prompt of %d, temperature %g, "
+           "top_k %ld\n", args->generate_path, args->generate_from_config ? "initialized from train.seed" : "checkpoint",
+           m.n_params, args->batch, args->tokens, n_prompt, cfg->temperature, cfg->top_k);
     print_machine(threads);
     gpt_print_blocks(&m, stdout);
-    generate_benchmark(&m, &tok, args->tokens, args->batch, cfg->temperature, (int)cfg->top_k, (uint64_t)cfg->seed,
-                       threads, stdout);
+    generate_benchmark(&m, &tok, prompt, n_prompt, args->tokens, args->batch, cfg->temperature, (int)cfg->top_k,
+                       (uint64_t)cfg->seed, threads, stdout);
+    free(prompt);
     tokenizer_free(&tok);
     gpt_free(&m);
     return 0;

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#include <strings.h>
 
 typedef enum { KEY_INT, KEY_FLOAT, KEY_BOOL, KEY_STRING } KeyType;
 
@@ -99,6 +100,8 @@ static const ConfigKey KEYS[] = {
     {"train.recompute",          KEY_BOOL,   F(recompute),          "false", 0, 1, NULL},
     {"train.skip_outliers",      KEY_FLOAT,  F(skip_outliers),      "0",     0, 1e6, NULL},
     {"train.outlier_window",     KEY_INT,    F(outlier_window),     "50",    2, MAX_OUTLIER_WINDOW, NULL},
+    {"train.init_from",          KEY_STRING, F(init_from),          "",      0, 0, NULL},
+    {"data.dir",                 KEY_STRING, F(data_dir),           "",      0, 0, NULL},
     {"data.train",               KEY_STRING, F(train_data),         "data/brown/brown_train_*.bin", 0, 0, NULL},
     {"data.val",                 KEY_STRING, F(val_data),           "data/brown/brown_val_*.bin", 0, 0, NULL},
     {"data.tokenizer",           KEY_STRING, F(tokenizer),          "data/brown/tokenizer.bin", 0, 0, NULL},
@@ -120,6 +123,42 @@ static const ConfigKey *find_key(const char *name) {
     for (size_t i = 0; i < N_KEYS; i++)
         if (strcmp(KEYS[i].name, name) == 0) return &KEYS[i];
     return NULL;
+}
+
+// Levenshtein distance (insertions, deletions, substitutions), for suggesting a misspelled key.
+static size_t edit_distance(const char *a, const char *b) {
+    size_t n = strlen(b), row[512];
+    if (n >= sizeof row / sizeof row[0]) return (size_t)-1;
+    for (size_t j = 0; j <= n; j++) row[j] = j;
+    for (size_t i = 1; a[i - 1]; i++) {
+        size_t diagonal = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= n; j++) {
+            size_t up = row[j], best = diagonal + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best) best = up + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            diagonal = up;
+            row[j] = best;
+        }
+    }
+    return row[n];
+}
+
+const char *config_nearest_key(const char *name) {
+    const char *best = NULL;
+    size_t best_distance = 4;  // further than 3 edits is no longer a typo
+    for (size_t i = 0; i < N_KEYS; i++) {
+        size_t d = edit_distance(name, KEYS[i].name);
+        if (d < best_distance) { best_distance = d; best = KEYS[i].name; }
+    }
+    return best;
+}
+
+// Exits: `name` is no key, with the nearest key suggested when one is close.
+static void die_unknown_key(const char *source, const char *name) {
+    const char *near = config_nearest_key(name);
+    if (near) die(EXIT_CONFIG, "%s: unknown key %s (did you mean %s?)", source, name, near);
+    die(EXIT_CONFIG, "%s: unknown key %s", source, name);
 }
 
 static void *field(Config *c, const ConfigKey *k) { return (char *)c + k->offset; }
@@ -161,8 +200,8 @@ static void set_from_text(Config *c, const ConfigKey *k, const char *text, const
     switch (k->type) {
     case KEY_STRING: set_string(c, k, text, source); return;
     case KEY_BOOL:
-        if (!strcmp(text, "true") || !strcmp(text, "1")) *(int *)field(c, k) = 1;
-        else if (!strcmp(text, "false") || !strcmp(text, "0")) *(int *)field(c, k) = 0;
+        if (!strcasecmp(text, "true") || !strcmp(text, "1")) *(int *)field(c, k) = 1;
+        else if (!strcasecmp(text, "false") || !strcmp(text, "0")) *(int *)field(c, k) = 0;
         else die(EXIT_CONFIG, "%s: %s must be true or false, got '%s'", source, k->name, text);
         return;
     case KEY_INT:
@@ -238,7 +277,7 @@ void config_apply_json(Config *c, const char *json_text, const char *source) {
             snprintf(name, sizeof name, "%s.%s", section->string, item->string);
             if (!strcmp(name, "model.blocks")) { set_blocks(c, item, source); continue; }
             const ConfigKey *k = find_key(name);
-            if (!k) die(EXIT_CONFIG, "%s: unknown key %s", source, name);
+            if (!k) die_unknown_key(source, name);
             set_from_json(c, k, item, source);
         }
     }
@@ -259,9 +298,58 @@ void config_load_file(Config *c, const char *path) {
     free(text);
 }
 
+// A string field of the manifest, or exit naming it.
+static const char *manifest_string(const cJSON *object, const char *key, const char *path) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, key);
+    if (!cJSON_IsString(item) || !item->valuestring[0]) die(EXIT_CONFIG, "%s: '%s' must be a non-empty string", path, key);
+    return item->valuestring;
+}
+
+// DIR/NAME into the string key `name`, or exit naming the manifest when it does not fit.
+static void set_dataset_path(Config *c, const char *name, const char *dir, const char *file, const char *path) {
+    char joined[2 * CONFIG_STR];
+    snprintf(joined, sizeof joined, "%s/%s", dir, file);
+    set_string(c, find_key(name), joined, path);
+}
+
+void config_apply_dataset(Config *c) {
+    char path[CONFIG_STR + 16];
+    snprintf(path, sizeof path, "%s/dataset.json", c->data_dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) die(EXIT_CONFIG, "data.dir: cannot open %s: %s", path, strerror(errno));
+    char text[1 << 16];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    cJSON *root = cJSON_Parse(text);
+    if (!cJSON_IsObject(root)) die(EXIT_CONFIG, "%s: not a JSON object (a dataset manifest of make_dataset.py)", path);
+    const cJSON *format = cJSON_GetObjectItemCaseSensitive(root, "format");
+    const cJSON *version = cJSON_GetObjectItemCaseSensitive(root, "version");
+    if (!cJSON_IsString(format) || strcmp(format->valuestring, "normgpt-dataset") || !cJSON_IsNumber(version) ||
+        version->valuedouble != 1)
+        die(EXIT_CONFIG, "%s: 'format' must be \"normgpt-dataset\" and 'version' 1", path);
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(root, "vocab_size");
+    if (!cJSON_IsNumber(vocab)) die(EXIT_CONFIG, "%s: 'vocab_size' must be a number", path);
+    set_number(c, find_key("model.vocab_size"), vocab->valuedouble, path);
+    set_dataset_path(c, "data.tokenizer", c->data_dir, manifest_string(root, "tokenizer", path), path);
+    static const char *splits[][2] = {{"train", "data.train"}, {"val", "data.val"}};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *split = cJSON_GetObjectItemCaseSensitive(root, splits[i][0]);
+        if (!split && i == 1) { set_string(c, find_key("data.val"), "", path); continue; }  // no validation split
+        if (!cJSON_IsObject(split)) die(EXIT_CONFIG, "%s: '%s' must be an object with 'shards'", path, splits[i][0]);
+        char key[32];
+        snprintf(key, sizeof key, "%s.shards", splits[i][0]);
+        const cJSON *shards = cJSON_GetObjectItemCaseSensitive(split, "shards");
+        if (!cJSON_IsString(shards) || !shards->valuestring[0])
+            die(EXIT_CONFIG, "%s: '%s' must be a non-empty string", path, key);
+        set_dataset_path(c, splits[i][1], c->data_dir, shards->valuestring, path);
+    }
+    cJSON_Delete(root);
+}
+
 void config_apply_override(Config *c, const char *assignment) {
     const char *eq = strchr(assignment, '=');
-    if (!eq) die(EXIT_CONFIG, "command line: override '--%s' needs the form --section.key=value", assignment);
+    if (!eq) die(EXIT_CONFIG, "command line: override '--%s' needs a value: --section.key=value or --section.key value", assignment);
     char name[512];
     size_t len = (size_t)(eq - assignment);
     if (len >= sizeof name) die(EXIT_CONFIG, "command line: override key too long");
@@ -275,7 +363,7 @@ void config_apply_override(Config *c, const char *assignment) {
         return;
     }
     const ConfigKey *k = find_key(name);
-    if (!k) die(EXIT_CONFIG, "command line: unknown key %s", name);
+    if (!k) die_unknown_key("command line", name);
     set_from_text(c, k, eq + 1, "command line");
 }
 
@@ -360,8 +448,11 @@ void config_validate(Config *c) {
             "train.total_batch_tokens (%ld) must be a multiple of train.batch_size * train.seq_len (%ld)",
             c->total_batch_tokens, micro);
     REQUIRE(c->min_lr <= c->lr, "train.min_lr (%g) must not exceed train.lr (%g)", c->min_lr, c->lr);
-    REQUIRE(c->warmup_steps <= c->steps, "train.warmup_steps (%ld) must not exceed train.steps (%ld)",
-            c->warmup_steps, c->steps);
+    if (c->warmup_steps > c->steps) {  // a quick try with few steps: warm up over all of them
+        printf("note: train.warmup_steps = %ld exceeds train.steps = %ld; warming up over all %ld steps\n",
+               c->warmup_steps, c->steps, c->steps);
+        c->warmup_steps = c->steps;
+    }
     REQUIRE(c->top_k <= c->vocab_size, "sample.top_k (%ld) must not exceed model.vocab_size (%ld)",
             c->top_k, c->vocab_size);
     REQUIRE(c->train_data[0] != '\0', "data.train must name the training shards");

@@ -32,9 +32,9 @@ typedef struct {
     long batch_size, seq_len, total_batch_tokens, steps, warmup_steps, seed, threads, outlier_window;
     int recompute;
     double lr, min_lr, decay_frac, weight_decay, beta1, beta2, eps, grad_clip, skip_outliers;
-    char schedule[CONFIG_STR];
+    char schedule[CONFIG_STR], init_from[CONFIG_STR];
     // data
-    char train_data[CONFIG_STR], val_data[CONFIG_STR], tokenizer[CONFIG_STR];
+    char data_dir[CONFIG_STR], train_data[CONFIG_STR], val_data[CONFIG_STR], tokenizer[CONFIG_STR];
     // eval, sample, out
     long eval_every, eval_batches;
     long sample_every, sample_tokens, top_k;
@@ -50,8 +50,13 @@ void config_defaults(Config *c);
 // file in error messages. Any problem: one line naming the file and key, exit 2.
 void config_apply_json(Config *c, const char *json_text, const char *source);
 void config_load_file(Config *c, const char *path);
+// data.dir: model.vocab_size, data.tokenizer, data.train and data.val from DIR/dataset.json (the
+// manifest scripts/make_dataset.py writes). A missing or bad field: one line naming the manifest, exit 2.
+void config_apply_dataset(Config *c);
 // Apply one `section.key=value` override from the command line.
 void config_apply_override(Config *c, const char *assignment);
+// The key nearest to a misspelled `name` (at most 3 edits away), or NULL.
+const char *config_nearest_key(const char *name);
 // Check ranges and cross-key constraints, expand the model.placement preset into model.blocks
 // when no table was given, and resolve model.final_norm; exits 2 naming the key on the first violation.
 void config_validate(Config *c);

@@ -15,7 +15,7 @@ static int name_is(const char *a, const char *b) { return strcmp(a, b) == 0; }
 static void param(GPT *m, real **p, real **g, int rows, int cols, int decay, InitKind init, double value,
                   const char *name) {
     size_t size = (size_t)rows * cols;
-    if (m->params) {
+    if (m->tensors) {
         ParamTensor *t = &m->tensors[m->n_tensors];
         snprintf(t->name, sizeof t->name, "%s", name);
         t->offset = m->n_params;
@@ -26,7 +26,7 @@ static void param(GPT *m, real **p, real **g, int rows, int cols, int decay, Ini
         t->trainable = 1;
         t->init = init;
         t->init_value = value;
-        *p = m->params + m->n_params;
+        *p = m->params ? m->params + m->n_params : NULL;  // NULL in a plan (gpt_plan)
         *g = m->grads ? m->grads + m->n_params : NULL;
     }
     m->n_tensors++;
@@ -146,7 +146,7 @@ static void layout_params(GPT *m, const Config *cfg) {
         if (place->shared_stat) {
             real *unused;
             param(m, &b->bhyt_c, &unused, 1, 1, 0, INIT_ZEROS, 0, tname(buf, prefix, ".bhyt_c"));
-            if (m->params) m->tensors[m->n_tensors - 1].trainable = 0;
+            if (m->tensors) m->tensors[m->n_tensors - 1].trainable = 0;
         }
         b->param_end = m->n_params;
         b->tensor_end = m->n_tensors;
@@ -269,8 +269,9 @@ static void layout_acts(GPT *m, Arena *arena, int shared, int backward) {
     m->lns_scratch = m->lns ? arena_take(arena, 4 * S) : NULL;
 }
 
-// The shapes and parameters of cfg's model, gradients with `grads`, and activations as layout_acts says.
-static void build(GPT *m, const Config *cfg, int B, int T, int grads, int shared) {
+// The shapes and parameters of cfg's model, gradients with `grads`, and activations as layout_acts says;
+// without `allocate`, the shapes and sizes only.
+static void build(GPT *m, const Config *cfg, int B, int T, int grads, int shared, int allocate) {
     memset(m, 0, sizeof *m);
     m->V = (int)cfg->vocab_size;
     m->maxT = (int)cfg->block_size;
@@ -296,13 +297,14 @@ static void build(GPT *m, const Config *cfg, int B, int T, int grads, int shared
     m->blocks = xcalloc(m->L, sizeof(Block));
     m->fwd.blocks = xcalloc(m->L, sizeof(BlockActs));
     layout_params(m, cfg);  // count
-    m->params = xcalloc(m->n_params, sizeof(real));
-    if (grads) m->grads = xcalloc(m->n_params, sizeof(real));
+    if (allocate) m->params = xcalloc(m->n_params, sizeof(real));
+    if (allocate && grads) m->grads = xcalloc(m->n_params, sizeof(real));
     m->tensors = xcalloc(m->n_tensors, sizeof(ParamTensor));
     layout_params(m, cfg);  // assign
     Arena arena = {0};
     layout_acts(m, &arena, shared, grads);
     m->n_acts = arena.used;
+    if (!allocate) return;
     m->act_memory = arena.base = xcalloc(arena.used, sizeof(real));
     arena.used = 0;
     layout_acts(m, &arena, shared, grads);
@@ -314,10 +316,14 @@ static void build(GPT *m, const Config *cfg, int B, int T, int grads, int shared
 }
 
 void gpt_build(GPT *m, const Config *cfg) {
-    build(m, cfg, (int)cfg->batch_size, (int)cfg->seq_len, 1, cfg->recompute);
+    build(m, cfg, (int)cfg->batch_size, (int)cfg->seq_len, 1, cfg->recompute, 1);
 }
 
-void gpt_build_inference(GPT *m, const Config *cfg, int B, int T) { build(m, cfg, B, T, 0, 1); }
+void gpt_plan(GPT *m, const Config *cfg) {
+    build(m, cfg, (int)cfg->batch_size, (int)cfg->seq_len, 1, cfg->recompute, 0);
+}
+
+void gpt_build_inference(GPT *m, const Config *cfg, int B, int T) { build(m, cfg, B, T, 0, 1, 1); }
 
 void gpt_free(GPT *m) {
     free(m->params);

@@ -144,6 +144,10 @@ typedef struct {
 // Build the layout and buffers for training `cfg` (validated, blocks resolved): parameters,
 // gradients, the forward's activations for (train.batch_size, train.seq_len) and the backward's.
 void gpt_build(GPT *m, const Config *cfg);
+// What gpt_build would build, without allocating its parameters, gradients or activations: the
+// shapes, tensor table, n_params and n_acts (for --check, and the memory budget before allocating).
+// gpt_free frees it.
+void gpt_plan(GPT *m, const Config *cfg);
 // Build for inference: parameters without gradients. With B, T > 0 also the forward's activations
 // for (B, T), blocks sharing one set (gpt_forward works, with or without targets; gpt_backward does
 // not): the layer-removal probe, --convert's check. With B = T = 0 no activations: enough for a

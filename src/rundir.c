@@ -24,14 +24,16 @@ static int file_exists(const char *path) {
 }
 
 // A resumed run trains with the config embedded in its checkpoint; a config.json that says otherwise
-// (edited by hand) would misdescribe the run, so it is refused rather than silently ignored.
-static void check_config_file_agrees(const char *config_path, const Config *cfg, const char *ckpt) {
+// (edited by hand) would misdescribe the run, so it is refused rather than silently ignored. `also`,
+// when not NULL, is another config the file may hold (that of a run being extended).
+static void check_config_file_agrees(const char *config_path, const Config *cfg, const Config *also, const char *ckpt) {
     if (!file_exists(config_path)) return;  // e.g. a converted checkpoint placed in a new directory
     Config saved;
     config_defaults(&saved);
     config_load_file(&saved, config_path);
     config_validate(&saved);
     const char *key = config_first_difference(&saved, cfg);
+    if (key && also && !config_first_difference(&saved, also)) key = NULL;
     if (key)
         die(EXIT_CONFIG, "%s: %s differs from the config in %s, which a resumed run uses; restore the file or "
             "start a new run", config_path, key, ckpt);
@@ -47,7 +49,7 @@ RunDir run_dir_at(const char *dir) {
 void run_dir_check(const RunDir *r, const Config *cfg, const char *resume_path, int overwrite) {
     const char *dir = r->dir;
     check_writable_dir(dir);
-    if (resume_path) check_config_file_agrees(r->config_path, cfg, resume_path);
+    if (resume_path) check_config_file_agrees(r->config_path, cfg, r->before_extension, resume_path);
     else if (file_exists(r->log_path) && !overwrite)
         die(1, "out.dir %s already holds a run; resume it with --resume %s, or pass --overwrite, "
                "or choose another --out.dir=...", dir, dir);
@@ -84,7 +86,7 @@ static void clear_run(const char *dir, int partial_only) {
 void run_dir_prepare(const RunDir *r, const Config *cfg, const GPT *m, int resuming) {
     check_free_space(r->dir, cfg, m);
     clear_run(r->dir, resuming);
-    if (resuming) return;
+    if (resuming && !r->before_extension) return;
     char *text = config_to_json(cfg);
     if (write_file_atomic(r->config_path, text, strlen(text)) != 0)
         die(1, "%s: cannot write: %s", r->config_path, strerror(errno));

@@ -9,6 +9,9 @@
 typedef struct {
     const char *dir;
     char log_path[4200], config_path[4200];
+    // A resumed run that --train.steps extends: the config its checkpoint holds (config.json may still
+    // say that, or already the extension), and run_dir_prepare rewrites config.json. NULL otherwise.
+    const Config *before_extension;
 } RunDir;
 
 RunDir run_dir_at(const char *dir);

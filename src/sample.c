@@ -48,14 +48,14 @@ int sample_logits(const real *logits, int V, double temperature, int top_k, Rng 
     return best;
 }
 
-double sample_tokens(Decoder *dec, int *seqs, int n_tokens, double temperature, int top_k, Rng *rng) {
+double sample_tokens(Decoder *dec, int *seqs, int n_given, int n_tokens, double temperature, int top_k, Rng *rng) {
     int B = dec->batch, V = dec->m->V, keep = dec->capacity / 2 > 1 ? dec->capacity / 2 : 1;
-    size_t width = (size_t)n_tokens + 1;
+    size_t width = (size_t)n_given + n_tokens;
     int *inputs = xcalloc(B, sizeof(int));
     real *scratch = xcalloc(V, sizeof(real));
     double seconds = 0;
     decoder_reset(dec);
-    for (int i = 0; i < n_tokens; i++) {  // step i feeds column i and samples column i + 1
+    for (int i = 0; i + 1 < (int)width; i++) {  // step i feeds column i and, past the given ones, samples i + 1
         double t0 = now_seconds();
         if (dec->pos == dec->capacity) {  // restart from the last `keep` tokens, column i the last of them
             decoder_reset(dec);
@@ -67,6 +67,7 @@ double sample_tokens(Decoder *dec, int *seqs, int n_tokens, double temperature, 
         for (int b = 0; b < B; b++) inputs[b] = seqs[b * width + i];
         const real *logits = decoder_step(dec, inputs);
         seconds += now_seconds() - t0;
+        if (i + 1 < n_given) continue;  // the prompt: its next token is given
         for (int b = 0; b < B; b++)
             seqs[b * width + i + 1] = sample_logits(logits + (size_t)b * V, V, temperature, top_k, rng, scratch);
     }
@@ -90,7 +91,7 @@ void generate(const GPT *m, const Tokenizer *tok, int n_tokens, double temperatu
     decoder_init(&dec, m, 1);
     int *seq = xcalloc((size_t)n_tokens + 1, sizeof(int));
     seq[0] = start_token(tok);
-    sample_tokens(&dec, seq, n_tokens, temperature, top_k, rng);
+    sample_tokens(&dec, seq, 1, n_tokens, temperature, top_k, rng);
     print_text(tok, seq + 1, n_tokens, out);
     fflush(out);
     free(seq);
@@ -107,28 +108,32 @@ static double cpu_seconds(void) {
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-void generate_benchmark(const GPT *m, const Tokenizer *tok, int n_tokens, int batch, double temperature, int top_k,
-                        uint64_t seed, int threads, FILE *out) {
+void generate_benchmark(const GPT *m, const Tokenizer *tok, const int *prompt, int n_prompt, int n_tokens, int batch,
+                        double temperature, int top_k, uint64_t seed, int threads, FILE *out) {
     Decoder dec;
     decoder_init(&dec, m, batch);
-    size_t width = (size_t)n_tokens + 1;
+    int n_given = 1 + n_prompt;
+    size_t width = (size_t)n_given + n_tokens;
     int *seqs = xcalloc(batch * width, sizeof(int));
-    for (int b = 0; b < batch; b++) seqs[b * width] = start_token(tok);
+    for (int b = 0; b < batch; b++) {
+        seqs[b * width] = start_token(tok);
+        memcpy(seqs + b * width + 1, prompt, (size_t)n_prompt * sizeof(int));
+    }
     // Warm-up: the first steps fault in the caches' pages and wake the thread pool.
     Rng warm = rng_stream(seed, 5), rng = rng_stream(seed, 4);
-    sample_tokens(&dec, seqs, n_tokens < WARMUP_TOKENS ? n_tokens : WARMUP_TOKENS, temperature, top_k, &warm);
+    sample_tokens(&dec, seqs, n_given, n_tokens < WARMUP_TOKENS ? n_tokens : WARMUP_TOKENS, temperature, top_k, &warm);
     double t0 = now_seconds(), c0 = cpu_seconds();
-    double step_seconds = sample_tokens(&dec, seqs, n_tokens, temperature, top_k, &rng);
+    double step_seconds = sample_tokens(&dec, seqs, n_given, n_tokens, temperature, top_k, &rng);
     double seconds = now_seconds() - t0, cpu = cpu_seconds() - c0;
     for (int b = 0; b < batch; b++) {
         fprintf(out, "---- sequence %d ----\n", b);
-        print_text(tok, seqs + b * width + 1, n_tokens, out);
+        print_text(tok, seqs + b * width + 1, (int)width - 1, out);  // the prompt, then what followed it
     }
-    double generated = (double)batch * n_tokens;
-    fprintf(out, "{\"gen_tokens\":%.0f,\"batch\":%d,\"threads\":%d,\"n_params\":%zu,\"seconds\":%.6f,"
-            "\"cpu_seconds\":%.6f,\"gen_tokens_per_s\":%.1f,\"decode_tokens_per_s\":%.1f,\"ms_per_step\":%.4f}\n",
-            generated, batch, threads, m->n_params, seconds, cpu, generated / seconds, generated / step_seconds,
-            1e3 * seconds / n_tokens);
+    double generated = (double)batch * n_tokens, steps = n_given - 1 + n_tokens;
+    fprintf(out, "{\"gen_tokens\":%.0f,\"prompt_tokens\":%d,\"batch\":%d,\"threads\":%d,\"n_params\":%zu,"
+            "\"seconds\":%.6f,\"cpu_seconds\":%.6f,\"gen_tokens_per_s\":%.1f,\"decode_tokens_per_s\":%.1f,"
+            "\"ms_per_step\":%.4f}\n", generated, n_prompt, batch, threads, m->n_params, seconds, cpu,
+            generated / seconds, batch * steps / step_seconds, 1e3 * seconds / steps);
     fflush(out);
     free(seqs);
     decoder_free(&dec);

@@ -11,18 +11,20 @@
 // scratch: V reals.
 int sample_logits(const real *logits, int V, double temperature, int top_k, Rng *rng, real *scratch);
 
-// Continue dec->batch sequences, one token per decoder step: seqs (batch, n_tokens + 1) holds each
-// sequence's first token in column 0 and receives the n_tokens sampled after it. When the cache is
+// Continue dec->batch sequences, one token per decoder step: seqs (batch, n_given + n_tokens) holds each
+// sequence's given tokens (the separator, then any prompt) in columns 0..n_given-1, which are fed
+// through the decoder, and receives the n_tokens sampled after them. When the cache is
 // full (block_size positions), it restarts from the last block_size / 2 tokens of each sequence,
 // re-fed from position 0, and continues. Returns the seconds spent in decoder steps.
-double sample_tokens(Decoder *dec, int *seqs, int n_tokens, double temperature, int top_k, Rng *rng);
+double sample_tokens(Decoder *dec, int *seqs, int n_given, int n_tokens, double temperature, int top_k, Rng *rng);
 
 // Generate n_tokens after the document separator and write the text to `out`.
 void generate(const GPT *m, const Tokenizer *tok, int n_tokens, double temperature, int top_k, Rng *rng, FILE *out);
 
-// ./train --generate: `batch` sequences of n_tokens after the separator (after an untimed warm-up),
-// their text, then one JSON line with the speed (the keys are listed in README.md).
-void generate_benchmark(const GPT *m, const Tokenizer *tok, int n_tokens, int batch, double temperature, int top_k,
-                        uint64_t seed, int threads, FILE *out);
+// ./train --generate: `batch` sequences of n_tokens after the separator and the prompt (n_prompt ids;
+// after an untimed warm-up), their text (prompt included), then one JSON line with the speed (the keys
+// are listed in README.md).
+void generate_benchmark(const GPT *m, const Tokenizer *tok, const int *prompt, int n_prompt, int n_tokens, int batch,
+                        double temperature, int top_k, uint64_t seed, int threads, FILE *out);
 
 #endif

@@ -19,14 +19,19 @@
 #include "tokenizer.h"
 #include "trainer.h"
 #include <errno.h>
+#include <math.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void format_duration(char *out, size_t size, double seconds) {
     long s = (long)(seconds + 0.5);
-    if (s >= 3600) snprintf(out, size, "%ldh%02ldm", s / 3600, s / 60 % 60);
+    if (s >= 86400) snprintf(out, size, "%.1f days", seconds / 86400);
+    else if (s >= 3600) snprintf(out, size, "%ldh%02ldm", s / 3600, s / 60 % 60);
     else if (s >= 60) snprintf(out, size, "%ldm%02lds", s / 60, s % 60);
     else snprintf(out, size, "%lds", s);
 }
+
+#define TIMED_STEPS_FOR_ETA 3  // steps after the first whose speed gives the whole run's time
 
 // Whether a cadence of `every` steps (0: never) falls on `step`.
 static int due(long every, long step) { return every > 0 && step % every == 0; }
@@ -47,9 +52,24 @@ static void print_run(const Config *cfg, const GPT *m, const BatchSplit *split, 
     if (world > 1) snprintf(ranks, sizeof ranks, " x %d ranks", world);
     printf("step: %ld tokens = %d x %ld x %ld micro-batches%s; %.1f MFLOP/token\n", cfg->total_batch_tokens,
            split->micro_windows, cfg->seq_len, split->accum, ranks, flops_per_token / 1e6);
+    printf("run: %ld steps x %ld tokens = %.4g tokens (%.3g PFLOP)\n", cfg->steps, cfg->total_batch_tokens,
+           (double)cfg->steps * cfg->total_batch_tokens,
+           (double)cfg->steps * cfg->total_batch_tokens * flops_per_token / 1e15);
     if (world > 1)
         printf("data-parallel: %d ranks (%d on this machine), %s; each step all-reduces %.2f MB of gradients\n",
                world, dist_local_ranks(), dist_library(), m->n_params * sizeof(real) / 1e6);
+}
+
+// How long the whole run takes at tok_s (`how` says where that speed comes from) and, past a day, how many
+// ranks like these would bring it to one (data parallelism assumed to scale perfectly).
+static void print_run_time(const Config *cfg, double tok_s, const char *how) {
+    double seconds = (double)cfg->steps * cfg->total_batch_tokens / tok_s;
+    char span[32];
+    format_duration(span, sizeof span, seconds);
+    printf("run time: %s for %ld steps at %.0f tok/s (%s)", span, cfg->steps, tok_s, how);
+    if (seconds > 86400) printf("; %.0f rank(s) like %s would bring it to a day", ceil(dist_world() * seconds / 86400),
+                                dist_world() > 1 ? "these" : "this one");
+    printf("\n");
 }
 
 // One step's line on stdout and in the log.
@@ -61,9 +81,11 @@ static void report_step(FILE *log, const Config *cfg, long step, const StepResul
     double tok_s = cfg->total_batch_tokens / (ms / 1e3);
     char eta[32];
     format_duration(eta, sizeof eta, ema_ms / 1e3 * (cfg->steps - step));
-    printf("step %5ld/%ld %3.0f%% | loss %.4f | lr %.2e | norm %.3f | %6.1f ms | %6.0f tok/s | MFU %4.1f%% | "
-           "ETA %s\n", step, cfg->steps, 100.0 * step / cfg->steps, r->loss, r->lr, r->grad_norm, ms, tok_s,
-           100 * flops_per_token * tok_s / peak, eta);
+    const char *remark;
+    double mfu = mfu_percent(flops_per_token, tok_s, peak, &remark);
+    printf("step %5ld/%ld %3.0f%% | loss %.4f | lr %.2e | norm %.3f | %6.1f ms | %6.0f tok/s | MFU %4.1f%%%s | "
+           "ETA %s\n", step, cfg->steps, 100.0 * step / cfg->steps, r->loss, r->lr, r->grad_norm, ms, tok_s, mfu,
+           remark, eta);
     fprintf(log, "{\"step\":%ld,\"loss\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,\"ms\":%.3f,\"tokens_per_s\":%.1f%s}\n",
             step, r->loss, r->lr, r->grad_norm, ms, tok_s, r->skipped ? ",\"skipped\":true" : "");
     fflush(log);
@@ -82,43 +104,116 @@ static void resume_run(const char *path, const RunDir *run, const Config *cfg, G
                st->world_size, dist_world());
 }
 
+// The training and validation windows (eval.batches lowered to what data.val holds) and the tokenizer.
+static int open_data(Config *cfg, Dataset *train, Validation *val, Tokenizer *tok) {
+    dataset_open(train, cfg->train_data, "data.train", cfg->seq_len, cfg->vocab_size, (uint64_t)cfg->seed);
+    int have_val = cfg->val_data[0] != '\0';
+    if (have_val) validation_open(val, cfg);
+    tokenizer_load(tok, cfg->tokenizer, cfg->vocab_size);
+    printf("data: %zu train windows in %d shard(s); %zu val windows\n", train->n_windows, train->n_shards,
+           have_val ? val->data.n_windows : 0);
+    return have_val;
+}
+
+// --check: everything a run checks before it allocates the model or touches out.dir, and the figures of
+// the configured run; the time is a lower bound, at the sgemm peak (100% MFU).
+static int check_command(Config *cfg) {
+    Dataset train;
+    Validation val;
+    Tokenizer tok;
+    int have_val = open_data(cfg, &train, &val, &tok);
+    GPT plan;
+    gpt_plan(&plan, cfg);
+    double flops_per_token = gpt_flops_per_token(&plan, (int)cfg->seq_len);
+    BatchSplit split = batch_split(cfg, dist_world());
+    print_run(cfg, &plan, &split, flops_per_token);
+    memory_budget(&plan);
+    double peak = measure_sgemm_peak() * dist_world();
+    print_run_time(cfg, peak / flops_per_token, "the sgemm peak, 100% MFU: a lower bound");
+    printf("check: the config, data and memory budget are fine; the model was not allocated and nothing was written\n");
+    gpt_free(&plan);
+    tokenizer_free(&tok);
+    dataset_close(&train);
+    if (have_val) validation_close(&val);
+    return 0;
+}
+
+// --resume RUN --train.steps=N: the run goes on to N steps (more than it has taken), with the schedule
+// recomputed for N (README, "Extending a run"); says what that does to the learning rate.
+static void extend_run(Config *cfg, const char *assignment, long taken, const char *path) {
+    Config before = *cfg;
+    config_apply_override(cfg, assignment);
+    if (cfg->steps <= taken)
+        die(EXIT_CONFIG, "command line: --train.steps=%ld must exceed the %ld steps %s has taken", cfg->steps, taken,
+            path);
+    config_validate(cfg);
+    printf("extending %s: train.steps %ld -> %ld; the %s schedule is recomputed for %ld steps: the learning rate "
+           "of step %ld is %.3e (step %ld had %.3e)\n", path, before.steps, cfg->steps, cfg->schedule, cfg->steps,
+           taken + 1, lr_schedule(cfg, taken), taken, lr_schedule(&before, taken > 0 ? taken - 1 : 0));
+}
+
+// train.init_from: the weights of a checkpoint, or of a run directory's newest valid one, for a fresh run.
+static void init_from(GPT *m, const char *source) {
+    struct stat st;
+    char *path = stat(source, &st) == 0 && S_ISDIR(st.st_mode) ? checkpoint_find_latest(source) : strdup(source);
+    RunState theirs;
+    checkpoint_load_weights(path, m, &theirs);
+    printf("train.init_from: the weights of %s (step %ld of its run); AdamW state, step and data order start "
+           "afresh\n", path, theirs.step);
+    free(path);
+}
+
 static int train_command(const Args *args, Config *cfg) {
     int world = dist_world(), root = dist_rank() == 0;
     char *resume_path = NULL;
+    long taken = 0;  // steps the resumed run has taken
+    static Config before_extension;
+    RunDir run = run_dir_at(args->resume_dir ? args->resume_dir : cfg->out_dir);
     if (args->resume_dir && root) {
         resume_path = checkpoint_find_latest(args->resume_dir);
         checkpoint_read_config(resume_path, cfg);
         config_validate(cfg);
+        taken = checkpoint_step(resume_path);
+        before_extension = *cfg;
+        if (args->resume_steps) {
+            extend_run(cfg, args->resume_steps, taken, resume_path);
+            run.before_extension = &before_extension;
+        }
     }
     dist_broadcast(cfg, sizeof *cfg);
+    dist_broadcast(&taken, sizeof taken);
     int threads = use_threads(cfg);
     char *config_text = config_to_json(cfg);
     printf("normgpt: %s\nconfig (resolved):\n%s\n", resume_path ? resume_path : args->config_path, config_text);
     print_machine(threads);
     free(config_text);
+    if (args->check) return check_command(cfg);
 
-    RunDir run = run_dir_at(args->resume_dir ? args->resume_dir : cfg->out_dir);
     if (root) run_dir_check(&run, cfg, resume_path, args->overwrite);
+    if (args->resume_dir && taken >= cfg->steps) {
+        printf("%s: the run is finished (its newest checkpoint is at step %ld of train.steps = %ld); extend it with "
+               "./train --resume %s --train.steps=N for N > %ld (README: Extending a run)\n", args->resume_dir, taken,
+               cfg->steps, args->resume_dir, taken);
+        free(resume_path);
+        return 0;
+    }
     BatchSplit split = batch_split(cfg, world);
     Dataset train;
     Validation val;
-    dataset_open(&train, cfg->train_data, "data.train", cfg->seq_len, cfg->vocab_size, (uint64_t)cfg->seed);
-    int have_val = cfg->val_data[0] != '\0';
-    if (have_val) validation_open(&val, cfg);
     Tokenizer tok;
-    tokenizer_load(&tok, cfg->tokenizer, cfg->vocab_size);
-    printf("data: %zu train windows in %d shard(s); %zu val windows\n", train.n_windows, train.n_shards,
-           have_val ? val.data.n_windows : 0);
+    int have_val = open_data(cfg, &train, &val, &tok);
 
     GPT model;
     gpt_build(&model, cfg);
+    int initialized = root && !resume_path && cfg->init_from[0];
+    if (initialized) init_from(&model, cfg->init_from);
     if (root) run_dir_prepare(&run, cfg, &model, resume_path != NULL);  // only now does the directory change
     AdamW opt;
     adamw_init(&opt, model.n_params);
     static RunState st;  // static: the outlier window is too big for the stack
     st.sample_rng = rng_stream((uint64_t)cfg->seed, 2).state;
     if (resume_path) resume_run(resume_path, &run, cfg, &model, &opt, &st);
-    else if (root) gpt_init(&model, (uint64_t)cfg->seed);
+    else if (root && !initialized) gpt_init(&model, (uint64_t)cfg->seed);
     share_run(&model, &opt, &st);
     st.world_size = world;
     double flops_per_token = gpt_flops_per_token(&model, (int)cfg->seq_len);
@@ -145,6 +240,11 @@ static int train_command(const Args *args, Config *cfg) {
         double ms = 1e3 * (now_seconds() - t0);
         profile_enabled = 0;  // evaluation and sampling are not part of a step
         if (step > first_step) { timed_steps++; timed_seconds += ms / 1e3; }
+        if (timed_steps == TIMED_STEPS_FOR_ETA && step > first_step) {
+            char how[64];
+            snprintf(how, sizeof how, "measured over steps %ld-%ld", first_step + 1, step);
+            print_run_time(cfg, cfg->total_batch_tokens * timed_steps / timed_seconds, how);
+        }
         ema_ms = step == first_step ? ms : 0.9 * ema_ms + 0.1 * ms;
         report_step(log, cfg, step, &r, ms, ema_ms, flops_per_token, peak);
 
@@ -172,9 +272,11 @@ static int train_command(const Args *args, Config *cfg) {
 
     if (timed_steps > 0) {
         double step_s = timed_seconds / timed_steps, tok_s = cfg->total_batch_tokens / step_s;
-        printf("speed: %.1f ms/step, %.0f tok/s, MFU %.1f%% (mean of %ld steps after the first; %d rank(s) x %d "
-               "threads, sgemm peak %.1f GFLOP/s per rank)\n", 1e3 * step_s, tok_s,
-               100 * flops_per_token * tok_s / peak, timed_steps, world, threads, peak / world / 1e9);
+        const char *remark;
+        double mfu = mfu_percent(flops_per_token, tok_s, peak, &remark);
+        printf("speed: %.1f ms/step, %.0f tok/s, MFU %.1f%%%s (mean of %ld steps after the first; %d rank(s) x %d "
+               "threads, sgemm peak %.1f GFLOP/s per rank)\n", 1e3 * step_s, tok_s, mfu, remark, timed_steps, world,
+               threads, peak / world / 1e9);
         if (args->profile) profile_print(stdout, timed_steps, step_s);
     }
     printf("peak memory: %.1f MiB resident, %.2fx the budget\n", peak_rss_bytes() / MiB, peak_rss_bytes() / budget);

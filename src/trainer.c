@@ -135,12 +135,18 @@ void share_run(GPT *m, AdamW *opt, RunState *st) {
     dist_broadcast(st, sizeof *st);
 }
 
-void validation_open(Validation *v, const Config *cfg) {
+void validation_open(Validation *v, Config *cfg) {
     dataset_open(&v->data, cfg->val_data, "data.val", cfg->seq_len, cfg->vocab_size, (uint64_t)cfg->seed);
-    if ((size_t)(cfg->eval_batches * cfg->batch_size) > v->data.n_windows)
-        die(EXIT_CONFIG, "config: eval.batches * train.batch_size = %ld windows, but data.val holds only %zu "
-                         "windows of %ld tokens", cfg->eval_batches * cfg->batch_size, v->data.n_windows,
-            cfg->seq_len + 1);
+    size_t windows = v->data.n_windows, fit = windows / (size_t)cfg->batch_size;
+    if (fit == 0)
+        die(EXIT_CONFIG, "config: data.val holds %zu windows of %ld tokens, fewer than one batch of train.batch_size "
+                         "= %ld; lower train.batch_size or train.seq_len", windows, cfg->seq_len + 1, cfg->batch_size);
+    if ((size_t)cfg->eval_batches > fit) {  // a small validation set: evaluate on all of it
+        printf("note: eval.batches * train.batch_size = %ld windows, but data.val holds only %zu windows of %ld "
+               "tokens; evaluating on %zu batches\n", cfg->eval_batches * cfg->batch_size, windows, cfg->seq_len + 1,
+               fit);
+        cfg->eval_batches = (long)fit;
+    }
     v->inputs = xcalloc((size_t)cfg->batch_size * cfg->seq_len, sizeof(int));
     v->targets = xcalloc((size_t)cfg->batch_size * cfg->seq_len, sizeof(int));
     v->batch_losses = xcalloc((size_t)cfg->eval_batches, sizeof(double));

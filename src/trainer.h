@@ -75,8 +75,9 @@ typedef struct {
     double *batch_losses;   // (eval.batches)
 } Validation;
 
-// Exits (naming the keys) when data.val holds fewer than eval.batches * train.batch_size windows.
-void validation_open(Validation *v, const Config *cfg);
+// When data.val holds fewer than eval.batches * train.batch_size windows, lowers eval.batches to
+// what it holds, with a printed note; exits (naming the keys) when it holds less than one batch.
+void validation_open(Validation *v, Config *cfg);
 void validation_close(Validation *v);
 // Mean loss over the eval.batches fixed batches; the same number for any number of ranks.
 double validation_loss(Validation *v, GPT *m, const Config *cfg);

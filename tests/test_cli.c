@@ -1,6 +1,10 @@
 // End-to-end tests of ./train (the fp32 build): errors, exact resume, and learning on Brown.
 #include "testing.h"
+#include "machine.h"
+#include "optim.h"
+#include <glob.h>
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <string.h>
@@ -49,8 +53,9 @@ static void test_cli_errors(void) {
     run_command("rm -rf build/tmp/normgpt_cli_err", out, sizeof out);
 }
 
-// The "loss" fields of step lines and "val_loss" of eval lines in a log, from step `from` on.
-static int read_losses(const char *log_path, long from, double *losses, int max) {
+// The number `key` (else `alt`, unless NULL) of each log line whose step lies in [first, last], in order.
+static int log_numbers(const char *log_path, long first, long last, const char *key, const char *alt, double *values,
+                       int max) {
     FILE *f = fopen(log_path, "r");
     if (!f) return -1;
     char line[4096];
@@ -58,13 +63,19 @@ static int read_losses(const char *log_path, long from, double *losses, int max)
     while (fgets(line, sizeof line, f) && n < max) {
         cJSON *o = cJSON_Parse(line);
         const cJSON *step = cJSON_GetObjectItemCaseSensitive(o, "step");
-        const cJSON *loss = cJSON_GetObjectItemCaseSensitive(o, "loss");
-        if (!loss) loss = cJSON_GetObjectItemCaseSensitive(o, "val_loss");
-        if (cJSON_IsNumber(step) && step->valuedouble >= from && cJSON_IsNumber(loss)) losses[n++] = loss->valuedouble;
+        const cJSON *value = cJSON_GetObjectItemCaseSensitive(o, key);
+        if (!value && alt) value = cJSON_GetObjectItemCaseSensitive(o, alt);
+        if (cJSON_IsNumber(step) && step->valuedouble >= first && step->valuedouble <= last && cJSON_IsNumber(value))
+            values[n++] = value->valuedouble;
         cJSON_Delete(o);
     }
     fclose(f);
     return n;
+}
+
+// The "loss" fields of step lines and "val_loss" of eval lines in a log, from step `from` on.
+static int read_losses(const char *log_path, long from, double *losses, int max) {
+    return log_numbers(log_path, from, LONG_MAX, "loss", "val_loss", losses, max);
 }
 
 static void test_resume_equals_uninterrupted(void) {
@@ -144,7 +155,7 @@ static void test_convert_checkpoint(void) {
         double diff = line ? strtod(strchr(line, ':') + 1, NULL) : NAN;
         CHECK(rc == 0 && diff < 1e-4, "%s: rc %d, max relative logit difference %g: %s", kinds[k], rc, diff, out);
         snprintf(cmd, sizeof cmd, "mkdir -p %s/run_%s && cp %s/%s.bin %s/run_%s/ckpt_00000008.bin && "
-                 "./train --resume %s/run_%s", dir, kinds[k], dir, kinds[k], dir, kinds[k], dir, kinds[k]);
+                 "./train --resume %s/run_%s --train.steps=9", dir, kinds[k], dir, kinds[k], dir, kinds[k], dir, kinds[k]);
         rc = run_command(cmd, out, sizeof out);
         char final_norm[64];
         snprintf(final_norm, sizeof final_norm, "final norm: %s\n", kinds[k]);
@@ -350,7 +361,197 @@ static void test_out_dir_errors(void) {
     run_command("rm -rf build/tmp/normgpt_full", out, sizeof out);
 }
 
+// How many times `needle` occurs in `text`.
+static int count_of(const char *text, const char *needle) {
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    return n;
+}
+
+// Every shipped config passes --check on the embedded data: it gives the figures of the configured run
+// and allocates and writes nothing (its out.dir, redirected here, is not even created).
+static void test_configs_check(void) {
+    glob_t g;
+    CHECK(glob("configs/*.json", 0, NULL, &g) == 0 && g.gl_pathc >= 10, "configs/*.json: %zu files", g.gl_pathc);
+    int paper_scale = 0;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "./train --config %s --check --out.dir=build/tmp/normgpt_check_out", g.gl_pathv[i]);
+        int rc = run_command(cmd, out, sizeof out);
+        CHECK(rc == 0 && strstr(out, "parameters") && strstr(out, "step: ") && strstr(out, "run: ") &&
+              strstr(out, "memory budget") && strstr(out, "run time: ") && strstr(out, "check: "),
+              "%s --check: rc %d: %s", g.gl_pathv[i], rc, out);
+        if (strstr(out, " days for ")) paper_scale += strstr(out, "would bring it to a day") != NULL;
+    }
+    globfree(&g);
+    CHECK(paper_scale >= 3, "only %d paper-scale configs say how many ranks bring them to a day", paper_scale);
+    CHECK(run_command("test -e build/tmp/normgpt_check_out", out, sizeof out) != 0, "--check created out.dir");
+    // Too big for any machine: refused by the memory budget, before anything is allocated.
+    int rc = run_command("./train --config configs/default.json --check --model.n_embd=8192 --model.n_layer=64",
+                         out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "memory: the run needs") && count_of(out, "error") == 1, "huge model: rc %d: %s", rc, out);
+}
+
+// Quick tries: too few steps for the warmup, a validation set smaller than eval.batches: one note each
+// and the run goes on; after the first steps the whole run's time is measured.
+static void test_quick_try_clamps(void) {
+    int rc = run_command(SMALL " --train.steps=5 --train.warmup_steps=30 --eval.batches=100000 --eval.every=0 "
+                               "--sample.every=0 --out.dir=build/tmp/normgpt_quick --overwrite", out, sizeof out);
+    CHECK(rc == 0, "quick try refused: rc %d: %s", rc, out);
+    CHECK(count_of(out, "note: train.warmup_steps = 30 exceeds train.steps = 5") == 1, "warmup note: %s", out);
+    CHECK(count_of(out, "note: eval.batches") == 1 && strstr(out, "evaluating on"), "eval note: %s", out);
+    CHECK(count_of(out, "run time: ") == 1 && strstr(out, "measured over steps 2-4"), "measured run time: %s", out);
+    CHECK(run_command("grep -q '\"warmup_steps\":\t5' build/tmp/normgpt_quick/config.json", out, sizeof out) == 0,
+          "config.json does not hold the clamped warmup");
+    run_command("rm -rf build/tmp/normgpt_quick", out, sizeof out);
+    const char *remark;
+    CHECK(mfu_percent(1e6, 1e3, 2e9, &remark) == 50 && !remark[0], "MFU 50%%: '%s'", remark);
+    CHECK(mfu_percent(1e6, 3e3, 2e9, &remark) == 150 && strstr(remark, "peak measured under load"), "MFU 150%%");
+}
+
+// Habits from other programs: --config=FILE, --key value, booleans in any case, a suggestion for a typo.
+static void test_command_line_habits(void) {
+    int rc = run_command("./train --config=configs/default.json --check --train.steps 7 --train.recompute=True "
+                         "--model.bias FALSE --out.dir build/tmp/normgpt_habits", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "\"steps\":\t7") && strstr(out, "\"recompute\":\ttrue") &&
+          strstr(out, "\"bias\":\tfalse") && strstr(out, "normgpt_habits"), "habits: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs/default.json --train.step=5", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "unknown key train.step (did you mean train.steps?)"), "typo: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs/default.json --model.n_embed=64", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "did you mean model.n_embd?"), "typo: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs/default.json --zzz.qqqqqqqq=1", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "unknown key zzz.qqqqqqqq") && !strstr(out, "did you mean"), "far: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs/default.json --train.recompute=maybe", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "train.recompute must be true or false"), "bad bool: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs/default.json --train.steps", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--train.steps"), "no value: rc %d: %s", rc, out);
+}
+
+// Writes `json` as DIR/dataset.json.
+static void write_manifest(const char *dir, const char *json) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/dataset.json", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL, "%s: cannot write", path);
+    if (f) { fputs(json, f); fclose(f); }
+}
+
+// --data.dir=DIR takes the vocabulary, tokenizer and shard globs from DIR/dataset.json, over the config
+// file; keys on the command line win over the manifest; a bad manifest is one line naming it.
+static void test_data_dir(void) {
+    const char *dir = "build/tmp/normgpt_ds";
+    run_command("rm -rf build/tmp/normgpt_ds && mkdir -p build/tmp/normgpt_ds && cd build/tmp/normgpt_ds && "
+                "ln -s ../../../data/brown/brown_train_000000.bin mine_train_000000.bin && "
+                "ln -s ../../../data/brown/brown_val_000000.bin mine_val_000000.bin && "
+                "ln -s ../../../data/brown/tokenizer.bin mine.tok", out, sizeof out);
+    write_manifest(dir, "{\"format\": \"normgpt-dataset\", \"version\": 1, \"name\": \"mine\", \"vocab_size\": 8192,"
+                        " \"tokenizer\": \"mine.tok\", \"train\": {\"shards\": \"mine_train_*.bin\"},"
+                        " \"val\": {\"shards\": \"mine_val_*.bin\"}}");
+    int rc = run_command("./train --config configs/default.json --check --data.dir=build/tmp/normgpt_ds", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "\"vocab_size\":\t8192") && strstr(out, "normgpt_ds/mine.tok") &&
+          strstr(out, "normgpt_ds/mine_train_*.bin") && strstr(out, "normgpt_ds/mine_val_*.bin"),
+          "manifest: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs/default.json --check --data.dir build/tmp/normgpt_ds "
+                     "--model.vocab_size=9000 --data.tokenizer= --data.val=", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "\"vocab_size\":\t9000") && strstr(out, "\"tokenizer\":\t\"\"") && strstr(out, "\"val\":\t\"\"") &&
+          strstr(out, "normgpt_ds/mine_train_*.bin"), "command line over manifest: rc %d: %s", rc, out);
+    write_manifest(dir, "{\"format\": \"normgpt-dataset\", \"version\": 1, \"vocab_size\": 8192, \"tokenizer\": "
+                        "\"mine.tok\", \"train\": {\"shards\": \"mine_train_*.bin\"}}");
+    rc = run_command("./train --config configs/default.json --check --data.dir=build/tmp/normgpt_ds", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "\"val\":\t\"\""), "manifest without val: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs/default.json --check --data.dir=data/brown", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "data/brown/brown_train_*.bin"), "data/brown: rc %d: %s", rc, out);
+    static const char *bad[][2] = {
+        {"{\"format\": \"normgpt-dataset\", \"version\": 1, \"tokenizer\": \"t\"}", "'vocab_size'"},
+        {"{\"format\": \"other\", \"version\": 1}", "'format'"},
+        {"{\"format\": \"normgpt-dataset\", \"version\": 1, \"vocab_size\": 8192, \"tokenizer\": \"t\","
+         " \"train\": {\"shards\": 3}, \"val\": {\"shards\": \"v\"}}", "'train.shards'"},
+        {"{\"format\": \"normgpt-dataset\", \"version\": 1, \"vocab_size\": 8192, \"train\": {}}", "'tokenizer'"},
+        {"[1, 2", "not a JSON object"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_manifest(dir, bad[i][0]);
+        rc = run_command("./train --config configs/default.json --check --data.dir=build/tmp/normgpt_ds", out, sizeof out);
+        CHECK(rc == 2 && strstr(out, "normgpt_ds/dataset.json") && strstr(out, bad[i][1]) && count_of(out, "error") == 1,
+              "bad manifest %zu: rc %d: %s", i, rc, out);
+    }
+    rc = run_command("./train --config configs/default.json --check --data.dir=build/tmp/normgpt_nothing", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "normgpt_nothing/dataset.json"), "missing manifest: rc %d: %s", rc, out);
+    run_command("rm -rf build/tmp/normgpt_ds", out, sizeof out);
+}
+
+// A finished run says so; --train.steps extends it with the schedule recomputed for the new total;
+// train.init_from starts a new run from its weights (shapes must match).
+static void test_extend_and_init_from(void) {
+    const char *A = "build/tmp/normgpt_extend", *B = "build/tmp/normgpt_init_from";
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, SMALL " --train.steps=4 --train.warmup_steps=1 --train.schedule=wsd --train.decay_frac=0.5 "
+             "--eval.every=4 --sample.tokens=0 --out.dir=%s --overwrite", A);
+    CHECK(run_command(cmd, out, sizeof out) == 0, "first run: %s", out);
+    snprintf(cmd, sizeof cmd, "./train --resume %s", A);
+    int rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "the run is finished") && strstr(out, "--train.steps=N for N > 4") &&
+          !strstr(out, "peak memory"), "finished run: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "./train --resume %s --train.steps 3", A);
+    rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "must exceed the 4 steps"), "shorter: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "./train --resume %s --train.lr=1", A);
+    rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "only --train.steps=N"), "other override on resume: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "./train --resume %s --train.steps=8", A);
+    rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "train.steps 4 -> 8") && strstr(out, "ckpt_00000008.bin"), "extension: rc %d: %s", rc, out);
+    // The rule: steps 5..8 follow the schedule of the new total (config.json now says 8 steps).
+    char path[256];
+    snprintf(path, sizeof path, "%s/config.json", A);
+    Config c;
+    config_defaults(&c);
+    config_load_file(&c, path);
+    config_validate(&c);
+    CHECK(c.steps == 8, "config.json says %ld steps", c.steps);
+    double lrs[16], source_val;
+    snprintf(path, sizeof path, "%s/log.jsonl", A);
+    int n = log_numbers(path, 5, LONG_MAX, "lr", NULL, lrs, 16);
+    CHECK(log_numbers(path, 8, 8, "val_loss", NULL, &source_val, 1) == 1, "no val loss at step 8");
+    CHECK(n == 4, "%d step lines after the extension", n);
+    for (int i = 0; i < n; i++)
+        CHECK(fabs(lrs[i] - lr_schedule(&c, 4 + i)) <= 1e-6 * lr_schedule(&c, 4 + i), "step %d: lr %g, the rule says %g",
+              5 + i, lrs[i], lr_schedule(&c, 4 + i));
+    // A new run from its weights: its step-0 validation loss is the source's at step 8, exactly.
+    snprintf(cmd, sizeof cmd, SMALL " --train.steps=2 --eval.every=4 --sample.tokens=0 --train.init_from=%s "
+             "--out.dir=%s --overwrite", A, B);
+    rc = run_command(cmd, out, sizeof out);
+    double val_b;
+    snprintf(path, sizeof path, "%s/log.jsonl", B);
+    val_b = NAN;
+    log_numbers(path, 0, 0, "val_loss", NULL, &val_b, 1);
+    CHECK(rc == 0 && strstr(out, "the weights of build/tmp/normgpt_extend/ckpt_00000008.bin (step 8") &&
+          val_b == source_val, "init_from: rc %d, val %g vs %g: %s", rc, val_b, source_val, out);
+    snprintf(cmd, sizeof cmd, SMALL " --model.n_embd=128 --train.init_from=%s/ckpt_00000008.bin --out.dir=%s --overwrite",
+             A, B);
+    rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "tensor wte has shape (8192, 64), the model's has (8192, 128)") &&
+          count_of(out, "error") == 1, "mismatched width: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, SMALL " --model.n_layer=3 --train.init_from=%s --out.dir=%s --overwrite", A, B);
+    rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "tensor 26 is lnf.weight, the model's is h.2.norm1.weight") && count_of(out, "error") == 1, "extra layer: rc %d: %s", rc, out);
+    // An extension stopped before its first checkpoint: config.json says 8 steps, the checkpoint 4.
+    snprintf(cmd, sizeof cmd, "rm %s/ckpt_00000008.bin && ./train --resume %s", A, A);
+    rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "train.steps differs"), "config.json of an extension, plain resume: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "./train --resume %s --train.steps=8", A);
+    rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "train.steps 4 -> 8"), "extension resumed again: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s", A, B);
+    run_command(cmd, out, sizeof out);
+}
+
 const TestCase cli_tests[] = {
+    {"cli: finished runs, --train.steps extension, train.init_from", test_extend_and_init_from},
+    {"cli: --data.dir reads the dataset manifest", test_data_dir},
+    {"cli: every shipped config passes --check", test_configs_check},
+    {"cli: quick tries clamp warmup and eval batches", test_quick_try_clamps},
+    {"cli: --config=FILE, --key value, True, typo suggestions", test_command_line_habits},
     {"cli: bad input gives one line and exit code", test_cli_errors},
     {"cli: resume equals the uninterrupted run", test_resume_equals_uninterrupted},
     {"cli: a short run on Brown learns", test_learns_brown},

@@ -222,6 +222,12 @@ static void test_decoder_mixed_table(void) {
     gpt_free(&m);
 }
 
+static int argmax(const real *row, int n) {
+    int best = 0;
+    for (int v = 1; v < n; v++) if (row[v] > row[best]) best = v;
+    return best;
+}
+
 // Greedy generation past the cache: each token must be the argmax of the full forward over what
 // the cache holds — the window since the last restart, which keeps the last block_size / 2 tokens.
 static void test_greedy_restart_matches_forward(void) {
@@ -234,7 +240,7 @@ static void test_greedy_restart_matches_forward(void) {
     int seqs[GEN_B][N + 1];
     for (int b = 0; b < GEN_B; b++) seqs[b][0] = 3 + b;
     Rng r = rng_stream(1, 1);
-    sample_tokens(&d, &seqs[0][0], N, 0, 0, &r);
+    sample_tokens(&d, &seqs[0][0], 1, N, 0, 0, &r);
     int keep = GEN_T / 2, mismatches = 0, restarts = 0;
     for (int b = 0; b < GEN_B; b++) {
         int w0 = 0;  // first column in the cache
@@ -242,14 +248,40 @@ static void test_greedy_restart_matches_forward(void) {
             if (i - w0 == GEN_T) { w0 = i - keep + 1; restarts += b == 0; }
             int T = i - w0 + 1;
             gpt_forward(&m, &seqs[b][w0], NULL, 1, T);
-            const real *row = m.fwd.logits + (size_t)(T - 1) * m.V;
-            int best = 0;
-            for (int v = 1; v < m.V; v++) if (row[v] > row[best]) best = v;
-            mismatches += best != seqs[b][i + 1];
+            mismatches += argmax(m.fwd.logits + (size_t)(T - 1) * m.V, m.V) != seqs[b][i + 1];
         }
     }
     CHECK(restarts == 5, "expected 5 restarts in %d tokens with a cache of %d, counted %d", N, GEN_T, restarts);
     CHECK(mismatches == 0, "%d greedy tokens differ from the full forward's argmax", mismatches);
+    decoder_free(&d);
+    gpt_free(&m);
+}
+
+// A prompt is fed through the decoder and kept: greedy tokens after it are the full forward's argmax
+// over the prompt and what followed it.
+static void test_prompt_then_greedy(void) {
+    Config c = method_config("pre_ln", 0);
+    GPT m;
+    build_perturbed(&m, &c, 8);
+    Decoder d;
+    decoder_init(&d, &m, GEN_B);
+    enum { P = 5, N = 6 };
+    int seqs[GEN_B][P + N];
+    for (int b = 0; b < GEN_B; b++)
+        for (int i = 0; i < P; i++) seqs[b][i] = (7 * i + 3 * b + 1) % m.V;
+    int given[GEN_B][P];
+    for (int b = 0; b < GEN_B; b++) memcpy(given[b], seqs[b], sizeof given[b]);
+    Rng r = rng_stream(1, 1);
+    sample_tokens(&d, &seqs[0][0], P, N, 0, 0, &r);
+    int mismatches = 0;
+    for (int b = 0; b < GEN_B; b++) {
+        CHECK(!memcmp(given[b], seqs[b], sizeof given[b]), "sequence %d: the prompt was overwritten", b);
+        for (int i = P - 1; i + 1 < P + N; i++) {
+            gpt_forward(&m, seqs[b], NULL, 1, i + 1);
+            mismatches += argmax(m.fwd.logits + (size_t)i * m.V, m.V) != seqs[b][i + 1];
+        }
+    }
+    CHECK(mismatches == 0, "%d greedy tokens after the prompt differ from the full forward's argmax", mismatches);
     decoder_free(&d);
     gpt_free(&m);
 }
@@ -265,9 +297,9 @@ static void test_sampling_deterministic(void) {
     a[0][0] = b2[0][0] = other[0][0] = 1;
     a[1][0] = b2[1][0] = other[1][0] = 2;
     Rng r1 = rng_stream(99, 2), r2 = rng_stream(99, 2), r3 = rng_stream(100, 2);
-    sample_tokens(&d, &a[0][0], N, 1.0, 20, &r1);
-    sample_tokens(&d, &b2[0][0], N, 1.0, 20, &r2);
-    sample_tokens(&d, &other[0][0], N, 1.0, 20, &r3);
+    sample_tokens(&d, &a[0][0], 1, N, 1.0, 20, &r1);
+    sample_tokens(&d, &b2[0][0], 1, N, 1.0, 20, &r2);
+    sample_tokens(&d, &other[0][0], 1, N, 1.0, 20, &r3);
     CHECK(!memcmp(a, b2, sizeof a), "two generations with the same seed differ");
     CHECK(memcmp(a, other, sizeof a) != 0, "generations with different seeds are identical");
     CHECK(r1.state == r2.state, "the sampling RNG advanced differently");
@@ -354,6 +386,34 @@ static void test_generate_command(void) {
     CHECK(rc == 2 && strstr(out, "--tokens"), "--tokens 0: rc %d: %s", rc, out);
     rc = run_command("./train --config configs/bhyt.json --batch 2", out, sizeof out);
     CHECK(rc == 2 && strstr(out, "--batch"), "--batch without --generate: rc %d: %s", rc, out);
+    // A run directory means its newest valid checkpoint; a prompt from the command line or a file.
+    snprintf(cmd, sizeof cmd, "./train --generate %s --prompt 'The jury said' --tokens 6 --batch 3 "
+             "--sample.temperature=0", dir);
+    rc = run_command(cmd, out, sizeof out);
+    int seq_lines = 0;
+    for (const char *p = out; (p = strstr(p, "---- sequence ")); p++) seq_lines += !strncmp(strchr(p, '\n') + 1, "The jury said", 13);
+    CHECK(rc == 0 && strstr(out, "ckpt_00000003.bin (checkpoint)") && strstr(out, "after a prompt of ") &&
+          strstr(out, "\"prompt_tokens\":") && !strstr(out, "\"prompt_tokens\":0,") && seq_lines == 3,
+          "--generate RUN_DIR --prompt: rc %d: %s", rc, out);
+    static char from_text[1 << 16];
+    memcpy(from_text, out, sizeof from_text);
+    snprintf(cmd, sizeof cmd, "printf 'The jury said\\n' > %s/prompt.txt && ./train --generate=%s --prompt-file %s/prompt.txt "
+             "--tokens=6 --batch 3 --sample.temperature=0", dir, dir, dir);
+    rc = run_command(cmd, out, sizeof out);
+    a = strstr(from_text, "---- sequence 0"), b = strstr(out, "---- sequence 0");
+    a_end = a ? strstr(a, "{\"gen_tokens\"") : NULL, b_end = b ? strstr(b, "{\"gen_tokens\"") : NULL;
+    CHECK(rc == 0 && a_end && b_end && a_end - a == b_end - b && !memcmp(a, b, a_end - a),
+          "--prompt-file differs from --prompt: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "./train --generate %s --prompt 'a b c d e f g h i j k l m n o p q r s t u v w x y z a b c d e f g h i j k l m n o p q r s t u v w x y z'", dir);
+    rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--prompt: the prompt is") && strstr(out, "model.block_size = 32"),
+          "prompt longer than block_size: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "./train --generate %s --prompt a --prompt-file %s/prompt.txt", dir, dir);
+    CHECK(run_command(cmd, out, sizeof out) == 2 && strstr(out, "not both"), "both prompts: %s", out);
+    rc = run_command("./train --generate configs/bhyt.json --prompt-file build/tmp/normgpt_no_prompt.txt", out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "build/tmp/normgpt_no_prompt.txt"), "missing prompt file: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs/bhyt.json --prompt hello", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--prompt"), "--prompt without --generate: rc %d: %s", rc, out);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     run_command(cmd, out, sizeof out);
 }
@@ -364,6 +424,7 @@ const TestCase generate_tests[] = {
     {"generate: inference builds (weights only, forward only)", test_inference_builds},
     {"generate: greedy past the cache = forward", test_greedy_restart_matches_forward},
     {"generate: sampling is deterministic per seed", test_sampling_deterministic},
+    {"generate: a prompt is fed, then greedy = forward", test_prompt_then_greedy},
     {"generate: top-k and greedy sampling", test_sample_logits_top_k},
     {"generate: ./train --generate", test_generate_command},
     {NULL, NULL},
