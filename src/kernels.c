@@ -16,7 +16,7 @@ void encoder_forward(real *out, const int *tokens, const real *wte, const real *
 // dst[rows[n]] += scale * src[n] for n in order (rows NULL: every n into row 0, i.e. the column sums
 // of src), in parallel over blocks of channels: tokens that share a row add into it in the same
 // order for any thread count.
-static void scatter_add_rows(real *dst, const real *src, const int *rows, int N, int C, real scale) {
+void scatter_add_rows(real *dst, const real *src, const int *rows, int N, int C, real scale) {
     #pragma omp parallel for
     for (int c0 = 0; c0 < C; c0 += CHANNEL_BLOCK) {
         int c1 = c0 + CHANNEL_BLOCK < C ? c0 + CHANNEL_BLOCK : C;
@@ -105,6 +105,17 @@ static void causal_softmax_backward(real *dS, const real *P, int T, real scale) 
         for (int s = 0; s <= t; s++) d[s] = p[s] * (d[s] - dot) * scale;
         memset(d + t + 1, 0, (size_t)(T - t - 1) * sizeof(real));
     }
+}
+
+void attention_softmax(real *att, int B, int H, int T) {
+    #pragma omp parallel for
+    for (int bh = 0; bh < B * H; bh++) causal_softmax(att + (size_t)bh * T * T, T);
+}
+
+void attention_softmax_backward(real *dS, const real *att, int B, int H, int T, int hs) {
+    real scale = (real)(1.0 / sqrt((double)hs));
+    #pragma omp parallel for
+    for (int bh = 0; bh < B * H; bh++) causal_softmax_backward(dS + (size_t)bh * T * T, att + (size_t)bh * T * T, T, scale);
 }
 
 // Both attention passes work per head on strided views of qkv: gemm takes the row width as its

@@ -27,6 +27,12 @@ void attention_forward(real *out, real *att, const real *qkv, int B, int T, int 
 void attention_backward(real *dqkv, real *scratch, const real *dout, const real *qkv, const real *att,
                         int B, int T, int H, int Hkv, int hs);
 
+// The softmax steps of attention for callers that run its products batched (bf16, src/mixed.c):
+// att (B,H,T,T) scaled scores -> causal probabilities in place; dS (B,H,T,T) = dL/dP in place ->
+// dL/d(unscaled scores Q K^T), the 1/sqrt(hs) folded in.
+void attention_softmax(real *att, int B, int H, int T);
+void attention_softmax_backward(real *dS, const real *att, int B, int H, int T, int hs);
+
 // Attention of one new token per sequence (incremental decoding): qkv (B,(H+2*Hkv)*hs) the new
 // tokens' projections (only q is read); k_cache, v_cache (B,Hkv,capacity,hs) hold positions
 // 0..T-1, the new token's last. out (B,H*hs); scores (B,H,capacity) scratch for the weights.
@@ -58,6 +64,10 @@ void crossentropy_forward(real *losses, real *probs, const int *targets, int N, 
 // dweight (V,C) += dlogits^T @ inp, dbias (V) += column sums of dlogits (dbias may be NULL).
 void classifier_backward(real *dinp, real *dweight, real *dbias, const real *probs, const real *inp,
                          const real *weight, const int *targets, real dloss, int N, int C, int V);
+
+// dst (C) or dst rows (rows[n], C) += scale * src rows (N,C); rows NULL: all into dst's one row.
+// Parallel over blocks of channels: the same order, hence the same bits, for any thread count.
+void scatter_add_rows(real *dst, const real *src, const int *rows, int N, int C, real scale);
 
 // Subtract each row's mean (N rows of C), in place. The centering map is linear and symmetric, so
 // the same call is its own backward.

@@ -1,0 +1,131 @@
+#include "mixed.h"
+#include "kernels.h"
+
+#ifdef NORMGPT_DOUBLE  // the tests' build: `real` is double, the bf16 API float
+
+__attribute__((noreturn)) static void float_only(void) {
+    die(EXIT_CONFIG, "train.precision=bf16 runs in the float build (./train) only");
+}
+void mixed_build(GPT *m) { float_only(); }
+void mixed_free(GPT *m) {}
+void mixed_refresh_weights(GPT *m) {}
+void mixed_linear_forward(const GPT *m, real *out, const real *residual, const real *inp, const Linear *lin, int N,
+                          int IC, int OC) { float_only(); }
+void mixed_linear_backward(const GPT *m, real *dinp, const Linear *lin, const real *dout, const real *inp, int N,
+                           int IC, int OC) { float_only(); }
+void mixed_attention_forward(const GPT *m, real *out, real *att, const real *qkv, int B, int T) { float_only(); }
+void mixed_attention_backward(const GPT *m, real *dqkv, real *dP, const real *dout, const real *qkv, const real *att,
+                              int B, int T) { float_only(); }
+void mixed_classifier_backward(const GPT *m, real *dinp, const Linear *head, const real *probs, const real *inp,
+                               const int *targets, real dloss, int N) { float_only(); }
+
+#else
+
+static int widest(const int *w, int n) {
+    int best = 0;
+    for (int i = 0; i < n; i++) best = w[i] > best ? w[i] : best;
+    return best;
+}
+
+static Bf16Heads heads(const GPT *m, int B, int T) {
+    int QKV = (m->H + 2 * m->Hkv) * m->hs;
+    return (Bf16Heads){B, T, m->H, m->Hkv, m->hs, QKV, QKV};
+}
+
+void mixed_build(GPT *m) {
+    const char *why = bf16_unsupported();
+    if (why) die(EXIT_CONFIG, "%s", why);
+    int N = m->maxB * m->seqT, S = m->S, C = m->C, F = m->F, QKV = (m->H + 2 * m->Hkv) * m->hs;
+    int FC = m->swiglu ? 2 * F : F;
+    int ins[] = {S, C, F}, outs[] = {QKV, S, FC, m->V};
+    size_t n_in = (size_t)N * widest(ins, 3), n_out = (size_t)N * widest(outs, 4), n_qkv = (size_t)N * QKV;
+    size_t n_sq = (size_t)m->maxB * m->H * m->seqT * m->seqT;
+    m->bf16_stale = 1;
+    m->n_bf16 = m->n_params + n_in + n_out + n_qkv + n_sq;
+    m->params_bf16 = xcalloc(m->n_bf16, sizeof(bf16));
+    m->cast_in = m->params_bf16 + m->n_params;
+    m->cast_out = m->cast_in + n_in;
+    m->cast_qkv = m->cast_out + n_out;
+    m->cast_sq = m->cast_qkv + n_qkv;
+    for (int l = 0; l < m->L; l++) {
+        const Block *b = &m->blocks[l];
+        bf16_linear_prepare(N, S, QKV, 0, b->qkv.b != NULL, 1, 0);
+        bf16_linear_prepare(N, C, S, 1, b->attn_proj.b != NULL, 1, 0);
+        bf16_linear_prepare(N, S, FC, 0, b->fc.b != NULL, 1, 0);
+        bf16_linear_prepare(N, F, S, 1, b->fc_proj.b != NULL, 1, 0);
+    }
+    bf16_linear_prepare(N, S, m->V, 0, m->lm_head.b != NULL, 1, 0);
+    Bf16Heads a = heads(m, m->maxB, m->seqT);
+    bf16_attention_prepare(&a, 0);
+}
+
+void mixed_free(GPT *m) { free(m->params_bf16); }
+
+void mixed_refresh_weights(GPT *m) {
+    if (!m->bf16_stale) return;
+    bf16_from_floats(m->params_bf16, m->params, 1, m->n_params);
+    m->bf16_stale = 0;
+}
+
+static const bf16 *weight_copy(const GPT *m, const real *w) { return m->params_bf16 + (w - m->params); }
+
+void mixed_linear_forward(const GPT *m, real *out, const real *residual, const real *inp, const Linear *lin, int N,
+                          int IC, int OC) {
+    bf16_from_floats(m->cast_in, inp, 1, (size_t)N * IC);
+    bf16_linear_forward(out, residual, m->cast_in, weight_copy(m, lin->w), lin->b, N, IC, OC);
+}
+
+void mixed_linear_backward(const GPT *m, real *dinp, const Linear *lin, const real *dout, const real *inp, int N,
+                           int IC, int OC) {
+    bf16_from_floats(m->cast_in, inp, 1, (size_t)N * IC);
+    bf16_from_floats(m->cast_out, dout, 1, (size_t)N * OC);
+    bf16_linear_backward(dinp, 0, lin->dw, m->cast_out, m->cast_in, weight_copy(m, lin->w), N, IC, OC);
+    if (lin->db) scatter_add_rows(lin->db, dout, NULL, N, OC, 1);
+}
+
+// Where the keys and the values start in a qkv row [q | k | v] (the queries at 0).
+static size_t k_col(const GPT *m) { return (size_t)m->H * m->hs; }
+static size_t v_col(const GPT *m) { return (size_t)(m->H + m->Hkv) * m->hs; }
+
+void mixed_attention_forward(const GPT *m, real *out, real *att, const real *qkv, int B, int T) {
+    Bf16Heads a = heads(m, B, T);
+    size_t squares = (size_t)B * m->H * T * T;
+    bf16_from_floats(m->cast_qkv, qkv, 1, (size_t)B * T * a.ldq);
+    bf16_attention_scores(att, m->cast_qkv, m->cast_qkv + k_col(m), &a);
+    attention_softmax(att, B, m->H, T);
+    bf16_from_floats(m->cast_sq, att, 1, squares);
+    bf16_attention_values(out, 0, m->cast_sq, m->cast_qkv + v_col(m), &a);
+}
+
+void mixed_attention_backward(const GPT *m, real *dqkv, real *dP, const real *dout, const real *qkv, const real *att,
+                              int B, int T) {
+    Bf16Heads a = heads(m, B, T);
+    size_t squares = (size_t)B * m->H * T * T;
+    bf16_from_floats(m->cast_qkv, qkv, 1, (size_t)B * T * a.ldq);
+    bf16_from_floats(m->cast_out, dout, 1, (size_t)B * T * m->C);
+    bf16_from_floats(m->cast_sq, att, 1, squares);
+    bf16_attention_values_backward(dP, dqkv + v_col(m), m->cast_out, m->cast_sq, m->cast_qkv + v_col(m), &a);
+    attention_softmax_backward(dP, att, B, m->H, T, m->hs);
+    bf16_from_floats(m->cast_sq, dP, 1, squares);
+    bf16_attention_scores_backward(dqkv, dqkv + k_col(m), m->cast_sq, m->cast_qkv, m->cast_qkv + k_col(m), &a);
+}
+
+// dlogits = dloss (probs - onehot(targets)) written as bf16 row by row, then the head's two products.
+void mixed_classifier_backward(const GPT *m, real *dinp, const Linear *head, const real *probs, const real *inp,
+                               const int *targets, real dloss, int N) {
+    int S = m->S, V = m->V;
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const real *p = probs + (size_t)n * V;
+        bf16 *d = m->cast_out + (size_t)n * V;
+        bf16_round_row(d, p, dloss, V);
+        d[targets[n]] = bf16_round(dloss * (p[targets[n]] - 1));
+    }
+    bf16_from_floats(m->cast_in, inp, 1, (size_t)N * S);
+    bf16_linear_backward(dinp, 0, head->dw, m->cast_out, m->cast_in, weight_copy(m, head->w), N, S, V);
+    if (!head->db) return;
+    scatter_add_rows(head->db, probs, NULL, N, V, dloss);
+    for (int n = 0; n < N; n++) head->db[targets[n]] -= dloss;
+}
+
+#endif
