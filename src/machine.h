@@ -14,8 +14,8 @@ int use_threads(const Config *cfg);
 void print_machine(int threads);
 // The best of a few 1024^3 sgemm calls, in FLOP/s.
 double measure_sgemm_peak(void);
-// What a training run must hold (parameters, gradients, AdamW's two moments, activations), printed
-// as one line, in bytes. Exits when it exceeds the machine's memory.
+// What a training run must hold (parameters, gradients, AdamW's two moments, activations, and the bf16
+// copies of a bf16 run), printed as one line, in bytes. Exits when it exceeds the machine's memory.
 double memory_budget(const GPT *m);
 double peak_rss_bytes(void);
 

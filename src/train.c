@@ -122,11 +122,13 @@ static int train_command(const Args *args, Config *cfg) {
     share_run(&model, &opt, &st);
     st.world_size = world;
     double flops_per_token = gpt_flops_per_token(&model, (int)cfg->seq_len);
-    double peak = measure_sgemm_peak();
+    double sgemm_peak = measure_sgemm_peak(), bf16_peak = model.bf16 ? bf16_measure_peak() : 0;
     print_run(cfg, &model, &split, flops_per_token);
     double budget = memory_budget(&model);
-    printf("sgemm peak measured now: %.1f GFLOP/s\n", peak / 1e9);
-    peak *= world;  // MFU against every rank's cores (alike machines assumed)
+    printf("precision %s: sgemm peak measured now: %.1f GFLOP/s", cfg->precision, sgemm_peak / 1e9);
+    if (model.bf16) printf(", bf16 matmul peak %.1f GFLOP/s (MFU against it)", bf16_peak / 1e9);
+    printf("\n");
+    double peak = (model.bf16 ? bf16_peak : sgemm_peak) * world;  // MFU against every rank's cores (alike machines)
 
     FILE *log = fopen(root ? run.log_path : "/dev/null", "a");
     if (!log) die(1, "%s: cannot open: %s", run.log_path, strerror(errno));
@@ -173,8 +175,9 @@ static int train_command(const Args *args, Config *cfg) {
     if (timed_steps > 0) {
         double step_s = timed_seconds / timed_steps, tok_s = cfg->total_batch_tokens / step_s;
         printf("speed: %.1f ms/step, %.0f tok/s, MFU %.1f%% (mean of %ld steps after the first; %d rank(s) x %d "
-               "threads, sgemm peak %.1f GFLOP/s per rank)\n", 1e3 * step_s, tok_s,
-               100 * flops_per_token * tok_s / peak, timed_steps, world, threads, peak / world / 1e9);
+               "threads, sgemm peak %.1f GFLOP/s per rank%s)\n", 1e3 * step_s, tok_s,
+               100 * flops_per_token * tok_s / peak, timed_steps, world, threads, sgemm_peak / 1e9,
+               model.bf16 ? "; MFU against the bf16 matmul peak" : "");
         if (args->profile) profile_print(stdout, timed_steps, step_s);
     }
     printf("peak memory: %.1f MiB resident, %.2fx the budget\n", peak_rss_bytes() / MiB, peak_rss_bytes() / budget);
