@@ -115,7 +115,7 @@ static void test_resume_equals_uninterrupted(void) {
 // checkpoint is the fp32 format: --generate reads it. --resume keeps the checkpoint's precision.
 static void test_resume_bf16(void) {
     const char *why = bf16_unsupported();
-    if (why) { printf("    skipped: %s\n", why); return; }
+    if (why) { fprintf(stderr, "    skipped: %s\n", why); return; }
     const char *A = "build/tmp/normgpt_resume_bf16_a", *B = "build/tmp/normgpt_resume_bf16_b";
     char cmd[4096];
     check_resume_equals_uninterrupted("bf16", A, B);
