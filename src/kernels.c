@@ -85,8 +85,7 @@ static real softmax_row(real *row, int n, real *max_out) {
     return sum;
 }
 
-// P (T,T) holds scaled logits; row t becomes the softmax over s <= t, the masked future zero.
-static void causal_softmax(real *P, int T) {
+void causal_softmax(real *P, int T) {
     for (int t = 0; t < T; t++) {
         real *row = P + (size_t)t * T;
         softmax_row(row, t + 1, NULL);
@@ -94,8 +93,7 @@ static void causal_softmax(real *P, int T) {
     }
 }
 
-// In place dP -> d(unscaled logits): the softmax backward, then the logit scale.
-static void causal_softmax_backward(real *dS, const real *P, int T, real scale) {
+void causal_softmax_backward(real *dS, const real *P, int T, real scale) {
     for (int t = 0; t < T; t++) {
         const real *p = P + (size_t)t * T;
         real *d = dS + (size_t)t * T, dot = 0;
@@ -105,17 +103,6 @@ static void causal_softmax_backward(real *dS, const real *P, int T, real scale) 
         for (int s = 0; s <= t; s++) d[s] = p[s] * (d[s] - dot) * scale;
         memset(d + t + 1, 0, (size_t)(T - t - 1) * sizeof(real));
     }
-}
-
-void attention_softmax(real *att, int B, int H, int T) {
-    #pragma omp parallel for
-    for (int bh = 0; bh < B * H; bh++) causal_softmax(att + (size_t)bh * T * T, T);
-}
-
-void attention_softmax_backward(real *dS, const real *att, int B, int H, int T, int hs) {
-    real scale = (real)(1.0 / sqrt((double)hs));
-    #pragma omp parallel for
-    for (int bh = 0; bh < B * H; bh++) causal_softmax_backward(dS + (size_t)bh * T * T, att + (size_t)bh * T * T, T, scale);
 }
 
 // Both attention passes work per head on strided views of qkv: gemm takes the row width as its

@@ -27,11 +27,12 @@ void attention_forward(real *out, real *att, const real *qkv, int B, int T, int 
 void attention_backward(real *dqkv, real *scratch, const real *dout, const real *qkv, const real *att,
                         int B, int T, int H, int Hkv, int hs);
 
-// The softmax steps of attention for callers that run its products batched (bf16, src/mixed.c):
-// att (B,H,T,T) scaled scores -> causal probabilities in place; dS (B,H,T,T) = dL/dP in place ->
-// dL/d(unscaled scores Q K^T), the 1/sqrt(hs) folded in.
-void attention_softmax(real *att, int B, int H, int T);
-void attention_softmax_backward(real *dS, const real *att, int B, int H, int T, int hs);
+// Attention's softmax on one (T,T) square, single-threaded (for callers that run the products
+// themselves: src/mixed.c). P holds scaled scores; row t becomes the softmax over s <= t, the masked
+// future zero. The backward turns dS = dL/dP in place into dL/d(unscaled scores): the softmax
+// backward, then the score scale.
+void causal_softmax(real *P, int T);
+void causal_softmax_backward(real *dS, const real *P, int T, real scale);
 
 // Attention of one new token per sequence (incremental decoding): qkv (B,(H+2*Hkv)*hs) the new
 // tokens' projections (only q is read); k_cache, v_cache (B,Hkv,capacity,hs) hold positions

@@ -1,5 +1,6 @@
 #include "mixed.h"
 #include "kernels.h"
+#include <math.h>
 
 #ifdef NORMGPT_DOUBLE  // the tests' build: `real` is double, the bf16 API float
 
@@ -89,24 +90,31 @@ static size_t v_col(const GPT *m) { return (size_t)(m->H + m->Hkv) * m->hs; }
 
 void mixed_attention_forward(const GPT *m, real *out, real *att, const real *qkv, int B, int T) {
     Bf16Heads a = heads(m, B, T);
-    size_t squares = (size_t)B * m->H * T * T;
+    size_t TT = (size_t)T * T, squares = (size_t)B * m->H * TT;
     bf16_from_floats(m->cast_qkv, qkv, 1, (size_t)B * T * a.ldq);
     bf16_attention_scores(att, m->cast_qkv, m->cast_qkv + k_col(m), &a);
-    attention_softmax(att, B, m->H, T);
-    bf16_from_floats(m->cast_sq, att, 1, squares);
+    #pragma omp parallel for  // each square's bf16 copy written while the square is in cache
+    for (size_t sq = 0; sq < squares; sq += TT) {
+        causal_softmax(att + sq, T);
+        bf16_round_row(m->cast_sq + sq, att + sq, 1, TT);
+    }
     bf16_attention_values(out, 0, m->cast_sq, m->cast_qkv + v_col(m), &a);
 }
 
 void mixed_attention_backward(const GPT *m, real *dqkv, real *dP, const real *dout, const real *qkv, const real *att,
                               int B, int T) {
     Bf16Heads a = heads(m, B, T);
-    size_t squares = (size_t)B * m->H * T * T;
+    size_t TT = (size_t)T * T, squares = (size_t)B * m->H * TT;
     bf16_from_floats(m->cast_qkv, qkv, 1, (size_t)B * T * a.ldq);
     bf16_from_floats(m->cast_out, dout, 1, (size_t)B * T * m->C);
     bf16_from_floats(m->cast_sq, att, 1, squares);
     bf16_attention_values_backward(dP, dqkv + v_col(m), m->cast_out, m->cast_sq, m->cast_qkv + v_col(m), &a);
-    attention_softmax_backward(dP, att, B, m->H, T, m->hs);
-    bf16_from_floats(m->cast_sq, dP, 1, squares);
+    real scale = (real)(1.0 / sqrt((double)m->hs));
+    #pragma omp parallel for
+    for (size_t sq = 0; sq < squares; sq += TT) {
+        causal_softmax_backward(dP + sq, att + sq, T, scale);
+        bf16_round_row(m->cast_sq + sq, dP + sq, 1, TT);
+    }
     bf16_attention_scores_backward(dqkv, dqkv + k_col(m), m->cast_sq, m->cast_qkv, m->cast_qkv + k_col(m), &a);
 }
 
