@@ -14,9 +14,11 @@ void mixed_linear_forward(const GPT *m, real *out, const real *residual, const r
                           int IC, int OC) { float_only(); }
 void mixed_linear_backward(const GPT *m, real *dinp, const Linear *lin, const real *dout, const real *inp, int N,
                            int IC, int OC) { float_only(); }
-void mixed_attention_forward(const GPT *m, real *out, real *att, const real *qkv, int B, int T) { float_only(); }
-void mixed_attention_backward(const GPT *m, real *dqkv, real *dP, const real *dout, const real *qkv, const real *att,
-                              int B, int T) { float_only(); }
+void mixed_attention_forward(const GPT *m, int l, real *out, real *att, const real *qkv, int B, int T) {
+    float_only();
+}
+void mixed_attention_backward(const GPT *m, int l, real *dqkv, real *dP, const real *dout, const real *att, int B,
+                              int T) { float_only(); }
 void mixed_classifier_backward(const GPT *m, real *dinp, const Linear *head, const real *probs, const real *inp,
                                const int *targets, real dloss, int N) { float_only(); }
 
@@ -39,8 +41,9 @@ void mixed_build(GPT *m) {
     int N = m->maxB * m->seqT, S = m->S, C = m->C, F = m->F, QKV = (m->H + 2 * m->Hkv) * m->hs;
     int FC = m->swiglu ? 2 * F : F;
     int ins[] = {S, C, F}, outs[] = {QKV, S, FC, m->V};
-    size_t n_in = (size_t)N * widest(ins, 3), n_out = (size_t)N * widest(outs, 4), n_qkv = (size_t)N * QKV;
-    size_t n_sq = (size_t)m->maxB * m->H * m->seqT * m->seqT;
+    size_t n_in = (size_t)N * widest(ins, 3), n_out = (size_t)N * widest(outs, 4);
+    size_t sets = m->recompute ? 1 : (size_t)m->L;  // the blocks' q, k, v and P copies, kept for the backward
+    size_t n_qkv = sets * N * QKV, n_sq = sets * m->maxB * m->H * m->seqT * m->seqT;
     m->bf16_stale = 1;
     m->n_bf16 = m->n_params + n_in + n_out + n_qkv + n_sq;
     m->params_bf16 = xcalloc(m->n_bf16, sizeof(bf16));
@@ -84,38 +87,48 @@ void mixed_linear_backward(const GPT *m, real *dinp, const Linear *lin, const re
     if (lin->db) scatter_add_rows(lin->db, dout, NULL, N, OC, 1);
 }
 
+// Block l's bf16 copies of q, k, v (N,QKV) and of P (B,H,T,T), written by its forward and read by
+// its backward (one set for all blocks with train.recompute, which reruns a block's forward first).
+static bf16 *qkv_copy(const GPT *m, int l) {
+    return m->cast_qkv + (m->recompute ? 0 : (size_t)l * m->maxB * m->seqT * (m->H + 2 * m->Hkv) * m->hs);
+}
+static bf16 *probs_copy(const GPT *m, int l) {
+    return m->cast_sq + (m->recompute ? 0 : (size_t)l * m->maxB * m->H * m->seqT * m->seqT);
+}
+
 // Where the keys and the values start in a qkv row [q | k | v] (the queries at 0).
 static size_t k_col(const GPT *m) { return (size_t)m->H * m->hs; }
 static size_t v_col(const GPT *m) { return (size_t)(m->H + m->Hkv) * m->hs; }
 
-void mixed_attention_forward(const GPT *m, real *out, real *att, const real *qkv, int B, int T) {
+void mixed_attention_forward(const GPT *m, int l, real *out, real *att, const real *qkv, int B, int T) {
     Bf16Heads a = heads(m, B, T);
     size_t TT = (size_t)T * T, squares = (size_t)B * m->H * TT;
-    bf16_from_floats(m->cast_qkv, qkv, 1, (size_t)B * T * a.ldq);
-    bf16_attention_scores(att, m->cast_qkv, m->cast_qkv + k_col(m), &a);
+    bf16 *q = qkv_copy(m, l), *P = probs_copy(m, l);
+    bf16_from_floats(q, qkv, 1, (size_t)B * T * a.ldq);
+    bf16_attention_scores(att, q, q + k_col(m), &a);
     #pragma omp parallel for  // each square's bf16 copy written while the square is in cache
     for (size_t sq = 0; sq < squares; sq += TT) {
         causal_softmax(att + sq, T);
-        bf16_round_row(m->cast_sq + sq, att + sq, 1, TT);
+        bf16_round_row(P + sq, att + sq, 1, TT);
     }
-    bf16_attention_values(out, 0, m->cast_sq, m->cast_qkv + v_col(m), &a);
+    bf16_attention_values(out, 0, P, q + v_col(m), &a);
 }
 
-void mixed_attention_backward(const GPT *m, real *dqkv, real *dP, const real *dout, const real *qkv, const real *att,
-                              int B, int T) {
+// dS overwrites P's copy once the dv product has read it.
+void mixed_attention_backward(const GPT *m, int l, real *dqkv, real *dP, const real *dout, const real *att, int B,
+                              int T) {
     Bf16Heads a = heads(m, B, T);
     size_t TT = (size_t)T * T, squares = (size_t)B * m->H * TT;
-    bf16_from_floats(m->cast_qkv, qkv, 1, (size_t)B * T * a.ldq);
+    bf16 *q = qkv_copy(m, l), *P = probs_copy(m, l), *dS = P;
     bf16_from_floats(m->cast_out, dout, 1, (size_t)B * T * m->C);
-    bf16_from_floats(m->cast_sq, att, 1, squares);
-    bf16_attention_values_backward(dP, dqkv + v_col(m), m->cast_out, m->cast_sq, m->cast_qkv + v_col(m), &a);
+    bf16_attention_values_backward(dP, dqkv + v_col(m), m->cast_out, P, q + v_col(m), &a);
     real scale = (real)(1.0 / sqrt((double)m->hs));
     #pragma omp parallel for
     for (size_t sq = 0; sq < squares; sq += TT) {
         causal_softmax_backward(dP + sq, att + sq, T, scale);
-        bf16_round_row(m->cast_sq + sq, dP + sq, 1, TT);
+        bf16_round_row(dS + sq, dP + sq, 1, TT);
     }
-    bf16_attention_scores_backward(dqkv, dqkv + k_col(m), m->cast_sq, m->cast_qkv, m->cast_qkv + k_col(m), &a);
+    bf16_attention_scores_backward(dqkv, dqkv + k_col(m), dS, q, q + k_col(m), &a);
 }
 
 // dlogits = dloss (probs - onehot(targets)) written as bf16 row by row, then the head's two products.

@@ -22,10 +22,11 @@ void mixed_linear_forward(const GPT *m, real *out, const real *residual, const r
                           int IC, int OC);
 void mixed_linear_backward(const GPT *m, real *dinp, const Linear *lin, const real *dout, const real *inp, int N,
                            int IC, int OC);
-void mixed_attention_forward(const GPT *m, real *out, real *att, const real *qkv, int B, int T);
-// dP (B,H,T,T) scratch.
-void mixed_attention_backward(const GPT *m, real *dqkv, real *dP, const real *dout, const real *qkv, const real *att,
-                              int B, int T);
+// Block l's attention: its forward keeps bf16 copies of q, k, v and P for its backward, which reads
+// them instead of qkv (so the backward must follow the same block's forward). dP (B,H,T,T) scratch.
+void mixed_attention_forward(const GPT *m, int l, real *out, real *att, const real *qkv, int B, int T);
+void mixed_attention_backward(const GPT *m, int l, real *dqkv, real *dP, const real *dout, const real *att, int B,
+                              int T);
 void mixed_classifier_backward(const GPT *m, real *dinp, const Linear *head, const real *probs, const real *inp,
                                const int *targets, real dloss, int N);
 

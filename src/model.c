@@ -372,8 +372,8 @@ static void linear_backward(const GPT *m, real *dinp, const Linear *lin, const r
     else matmul_backward(dinp, lin->dw, lin->db, dout, inp, lin->w, N, IC, OC);
 }
 
-static void attention_full_backward(GPT *m, const BlockActs *a, int B, int T) {
-    if (m->bf16) mixed_attention_backward(m, m->dqkv, m->att_scratch, m->dC, a->qkv, a->att, B, T);
+static void attention_full_backward(GPT *m, int l, const BlockActs *a, int B, int T) {
+    if (m->bf16) mixed_attention_backward(m, l, m->dqkv, m->att_scratch, m->dC, a->att, B, T);
     else attention_backward(m->dqkv, m->att_scratch, m->dC, a->qkv, a->att, B, T, m->H, m->Hkv, m->hs);
 }
 
@@ -381,7 +381,7 @@ static void attention_full_backward(GPT *m, const BlockActs *a, int B, int T) {
 // position of each against block l's cache, after appending its key and value there.
 static void attend(const GPT *m, int l, BlockActs *a, int B, int T, const Attention *at) {
     if (at->mode == ATTN_FULL) {
-        if (m->bf16) mixed_attention_forward(m, a->atty, a->att, a->qkv, B, T);
+        if (m->bf16) mixed_attention_forward(m, l, a->atty, a->att, a->qkv, B, T);
         else attention_forward(a->atty, a->att, a->qkv, B, T, m->H, m->Hkv, m->hs);
         return;
     }
@@ -499,7 +499,7 @@ static void block_backward(GPT *m, int l, int B, int T) {
     if (m->center_stream) TIMED("center stream", 0, center_rows(m->dres, N, S));
     TIMED("matmul attn.proj (bwd)", 4 * n * C * S,
           linear_backward(m, m->dC, &b->attn_proj, m->dres, a->atty, N, C, S));
-    TIMED("attention (bwd)", 8 * n * T * C, attention_full_backward(m, a, B, T));
+    TIMED("attention (bwd)", 8 * n * T * C, attention_full_backward(m, l, a, B, T));
     if (m->rope) TIMED("rope (bwd)", 0, rope_backward(m->dqkv, m->rope_cos, m->rope_sin, B, T, m->H, m->Hkv, m->hs));
     const real *dqkv = m->dqkv;
     if (p->qkv_norm) {

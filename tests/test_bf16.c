@@ -363,8 +363,9 @@ static void test_bf16_model_gradients(void) {
     static const struct { const char *name, *overrides; } variants[] = {
         {"pre_ln", "--config configs/default.json"},
         {"llama_gqa", "--config configs/pre_rmsnorm.json --model.pos=rope --model.ffn=swiglu --model.n_kv_head=2"},
+        {"recompute", "--config configs/post_ln.json --train.recompute=true"},
     };
-    for (int v = 0; v < 2; v++) {
+    for (int v = 0; v < (int)(sizeof variants / sizeof *variants); v++) {
         char cmd[2048], ckpt[256], dump[2][256];
         snprintf(ckpt, sizeof ckpt, GRAD_DIR "/%s/ckpt_00000010.bin", variants[v].name);
         for (int p = 0; p < 2; p++) snprintf(dump[p], sizeof dump[p], GRAD_DIR "/%s/%s.bin", variants[v].name,
