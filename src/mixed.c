@@ -12,15 +12,16 @@ void mixed_free(GPT *m) {}
 void mixed_refresh_weights(GPT *m) {}
 void mixed_linear_forward(const GPT *m, real *out, const real *residual, const real *inp, const Linear *lin, int N,
                           int IC, int OC) { float_only(); }
-void mixed_linear_backward(const GPT *m, real *dinp, const Linear *lin, const real *dout, const real *inp, int N,
-                           int IC, int OC) { float_only(); }
+void mixed_linear_backward(const GPT *m, real *dinp, const Linear *lin, const real *dout, int N, int IC, int OC) {
+    float_only();
+}
 void mixed_attention_forward(const GPT *m, int l, real *out, real *att, const real *qkv, int B, int T) {
     float_only();
 }
 void mixed_attention_backward(const GPT *m, int l, real *dqkv, real *dP, const real *dout, const real *att, int B,
                               int T) { float_only(); }
-void mixed_classifier_backward(const GPT *m, real *dinp, const Linear *head, const real *probs, const real *inp,
-                               const int *targets, real dloss, int N) { float_only(); }
+void mixed_classifier_backward(const GPT *m, real *dinp, const Linear *head, const real *probs, const int *targets,
+                               real dloss, int N) { float_only(); }
 
 #else
 
@@ -40,15 +41,32 @@ void mixed_build(GPT *m) {
     if (why) die(EXIT_CONFIG, "%s", why);
     int N = m->maxB * m->seqT, S = m->S, C = m->C, F = m->F, QKV = (m->H + 2 * m->Hkv) * m->hs;
     int FC = m->swiglu ? 2 * F : F;
-    int ins[] = {S, C, F}, outs[] = {QKV, S, FC, m->V};
-    size_t n_in = (size_t)N * widest(ins, 3), n_out = (size_t)N * widest(outs, 4);
-    size_t sets = m->recompute ? 1 : (size_t)m->L;  // the blocks' q, k, v and P copies, kept for the backward
+    int outs[] = {QKV, S, FC, m->V};
+    size_t n_out = (size_t)N * widest(outs, 4);
+    // Kept from a block's forward for its backward: its products' inputs, q, k, v and P (one set for
+    // all blocks with train.recompute, which reruns a block's forward before its backward).
+    size_t sets = m->recompute ? 1 : (size_t)m->L;
+    size_t n_inputs = sets * N * (2 * S + C + F) + (size_t)N * S;  // + the LM head's input
     size_t n_qkv = sets * N * QKV, n_sq = sets * m->maxB * m->H * m->seqT * m->seqT;
     m->bf16_stale = 1;
-    m->n_bf16 = m->n_params + n_in + n_out + n_qkv + n_sq;
+    m->n_bf16 = m->n_params + n_inputs + n_out + n_qkv + n_sq;
     m->params_bf16 = xcalloc(m->n_bf16, sizeof(bf16));
-    m->cast_in = m->params_bf16 + m->n_params;
-    m->cast_out = m->cast_in + n_in;
+    bf16 *next = m->params_bf16 + m->n_params;
+    for (int l = 0; l < m->L; l++) {
+        Block *b = &m->blocks[l];
+        if (l > 0 && m->recompute) {
+            const Block *first = &m->blocks[0];
+            b->qkv.x16 = first->qkv.x16, b->attn_proj.x16 = first->attn_proj.x16;
+            b->fc.x16 = first->fc.x16, b->fc_proj.x16 = first->fc_proj.x16;
+            continue;
+        }
+        b->qkv.x16 = next, next += (size_t)N * S;
+        b->attn_proj.x16 = next, next += (size_t)N * C;
+        b->fc.x16 = next, next += (size_t)N * S;
+        b->fc_proj.x16 = next, next += (size_t)N * F;
+    }
+    m->lm_head.x16 = next, next += (size_t)N * S;
+    m->cast_out = next;
     m->cast_qkv = m->cast_out + n_out;
     m->cast_sq = m->cast_qkv + n_qkv;
     for (int l = 0; l < m->L; l++) {
@@ -75,15 +93,13 @@ static const bf16 *weight_copy(const GPT *m, const real *w) { return m->params_b
 
 void mixed_linear_forward(const GPT *m, real *out, const real *residual, const real *inp, const Linear *lin, int N,
                           int IC, int OC) {
-    bf16_from_floats(m->cast_in, inp, 1, (size_t)N * IC);
-    bf16_linear_forward(out, residual, m->cast_in, weight_copy(m, lin->w), lin->b, N, IC, OC);
+    bf16_from_floats(lin->x16, inp, 1, (size_t)N * IC);
+    bf16_linear_forward(out, residual, lin->x16, weight_copy(m, lin->w), lin->b, N, IC, OC);
 }
 
-void mixed_linear_backward(const GPT *m, real *dinp, const Linear *lin, const real *dout, const real *inp, int N,
-                           int IC, int OC) {
-    bf16_from_floats(m->cast_in, inp, 1, (size_t)N * IC);
+void mixed_linear_backward(const GPT *m, real *dinp, const Linear *lin, const real *dout, int N, int IC, int OC) {
     bf16_from_floats(m->cast_out, dout, 1, (size_t)N * OC);
-    bf16_linear_backward(dinp, 0, lin->dw, m->cast_out, m->cast_in, weight_copy(m, lin->w), N, IC, OC);
+    bf16_linear_backward(dinp, 0, lin->dw, m->cast_out, lin->x16, weight_copy(m, lin->w), N, IC, OC);
     if (lin->db) scatter_add_rows(lin->db, dout, NULL, N, OC, 1);
 }
 
@@ -132,8 +148,8 @@ void mixed_attention_backward(const GPT *m, int l, real *dqkv, real *dP, const r
 }
 
 // dlogits = dloss (probs - onehot(targets)) written as bf16 row by row, then the head's two products.
-void mixed_classifier_backward(const GPT *m, real *dinp, const Linear *head, const real *probs, const real *inp,
-                               const int *targets, real dloss, int N) {
+void mixed_classifier_backward(const GPT *m, real *dinp, const Linear *head, const real *probs, const int *targets,
+                               real dloss, int N) {
     int S = m->S, V = m->V;
     #pragma omp parallel for
     for (int n = 0; n < N; n++) {
@@ -142,8 +158,7 @@ void mixed_classifier_backward(const GPT *m, real *dinp, const Linear *head, con
         bf16_round_row(d, p, dloss, V);
         d[targets[n]] = bf16_round(dloss * (p[targets[n]] - 1));
     }
-    bf16_from_floats(m->cast_in, inp, 1, (size_t)N * S);
-    bf16_linear_backward(dinp, 0, head->dw, m->cast_out, m->cast_in, weight_copy(m, head->w), N, S, V);
+    bf16_linear_backward(dinp, 0, head->dw, m->cast_out, head->x16, weight_copy(m, head->w), N, S, V);
     if (!head->db) return;
     scatter_add_rows(head->db, probs, NULL, N, V, dloss);
     for (int n = 0; n < N; n++) head->db[targets[n]] -= dloss;

@@ -17,17 +17,17 @@ void mixed_free(GPT *m);
 void mixed_refresh_weights(GPT *m);
 
 // The same products as matmul_forward/matmul_backward, attention_forward/attention_backward and
-// classifier_backward (kernels.h), same arguments and conventions.
+// classifier_backward (kernels.h), same conventions. A forward keeps the bf16 copy of its input
+// (in lin->x16; q, k, v and P for attention) for the backward, which reads it instead of the fp32
+// input: a backward must follow the forward of the same block.
 void mixed_linear_forward(const GPT *m, real *out, const real *residual, const real *inp, const Linear *lin, int N,
                           int IC, int OC);
-void mixed_linear_backward(const GPT *m, real *dinp, const Linear *lin, const real *dout, const real *inp, int N,
-                           int IC, int OC);
-// Block l's attention: its forward keeps bf16 copies of q, k, v and P for its backward, which reads
-// them instead of qkv (so the backward must follow the same block's forward). dP (B,H,T,T) scratch.
+void mixed_linear_backward(const GPT *m, real *dinp, const Linear *lin, const real *dout, int N, int IC, int OC);
+// Block l's attention. dP (B,H,T,T) scratch.
 void mixed_attention_forward(const GPT *m, int l, real *out, real *att, const real *qkv, int B, int T);
 void mixed_attention_backward(const GPT *m, int l, real *dqkv, real *dP, const real *dout, const real *att, int B,
                               int T);
-void mixed_classifier_backward(const GPT *m, real *dinp, const Linear *head, const real *probs, const real *inp,
-                               const int *targets, real dloss, int N);
+void mixed_classifier_backward(const GPT *m, real *dinp, const Linear *head, const real *probs, const int *targets,
+                               real dloss, int N);
 
 #endif

@@ -368,7 +368,7 @@ static void linear_forward(const GPT *m, const Attention *at, real *out, const r
 // dinp (N,IC) = dout @ lin (overwritten), lin's gradients += those of dout (N,OC) for inp (N,IC).
 static void linear_backward(const GPT *m, real *dinp, const Linear *lin, const real *dout, const real *inp, int N,
                             int IC, int OC) {
-    if (m->bf16) mixed_linear_backward(m, dinp, lin, dout, inp, N, IC, OC);
+    if (m->bf16) mixed_linear_backward(m, dinp, lin, dout, N, IC, OC);
     else matmul_backward(dinp, lin->dw, lin->db, dout, inp, lin->w, N, IC, OC);
 }
 
@@ -582,7 +582,7 @@ void gpt_backward(GPT *m, const int *inputs, const int *targets, int B, int T, r
     const real *head_in = m->has_final_norm ? m->fwd.lnf_out : top;
     if (m->bf16)
         TIMED("matmul lm_head + loss (bwd)", 4.0 * N * S * m->V,
-              mixed_classifier_backward(m, m->dC, &m->lm_head, m->fwd.logits, head_in, targets, dloss_scale, N));
+              mixed_classifier_backward(m, m->dC, &m->lm_head, m->fwd.logits, targets, dloss_scale, N));
     else
         TIMED("matmul lm_head + loss (bwd)", 4.0 * N * S * m->V,
               classifier_backward(m->dC, m->lm_head.dw, m->lm_head.db, m->fwd.logits, head_in, m->lm_head.w, targets,

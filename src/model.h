@@ -31,8 +31,9 @@ typedef struct {
     double init_value;   // the constant, or the standard deviation
 } ParamTensor;
 
-// A linear map y = x W^T + b with W (out, in); the gradient pointers share the layout.
-typedef struct { real *w, *b, *dw, *db; } Linear;
+// A linear map y = x W^T + b with W (out, in); the gradient pointers share the layout. In a bf16
+// run, x16 holds the bf16 copy of its last forward's input, which its backward reuses.
+typedef struct { real *w, *b, *dw, *db; bf16 *x16; } Linear;
 
 typedef struct {
     const PlacementSpec *place;  // where the norms sit: a row of PLACEMENTS
@@ -128,8 +129,8 @@ typedef struct {
     int bf16;
     int bf16_stale;            // the weights changed since params_bf16 was cast from them
     bf16 *params_bf16;         // (n_params) a matrix's copy sits at its offset in params
-    bf16 *cast_in, *cast_out;  // a product's input and output-gradient operands, (N, widest) each
-    bf16 *cast_qkv, *cast_sq;  // attention's q, k, v (N,QKV) and its P or dS (B,H,T,T)
+    bf16 *cast_out;            // a product's output gradient, (N, widest)
+    bf16 *cast_qkv, *cast_sq;  // each block's q, k, v (N,QKV) and P, then dS (B,H,T,T)
     size_t n_bf16;             // bf16 values in the buffers above, for the memory budget
 } GPT;
 

@@ -371,8 +371,8 @@ static void test_bf16_model_gradients(void) {
         for (int p = 0; p < 2; p++) snprintf(dump[p], sizeof dump[p], GRAD_DIR "/%s/%s.bin", variants[v].name,
                                              p ? "bf16" : "fp32");
         snprintf(cmd, sizeof cmd, "./train %s --model.n_layer=2 --model.n_embd=64 --model.n_head=4 "
-                 "--train.batch_size=4 --train.seq_len=64 --train.total_batch_tokens=256 --train.steps=10 --train.warmup_steps=2 "
-                 "--eval.every=0 --sample.tokens=0 --train.threads=2 --out.dir=" GRAD_DIR "/%s --overwrite && "
+                 "--train.batch_size=4 --train.seq_len=64 --train.total_batch_tokens=256 --train.steps=10 "
+                 "--train.warmup_steps=2 --eval.every=0 --sample.tokens=0 --train.threads=2 --out.dir=" GRAD_DIR "/%s --overwrite && "
                  "build/grad_dump %s %s 4 64 fp32 && build/grad_dump %s %s 4 64 bf16", variants[v].overrides,
                  variants[v].name, ckpt, dump[0], ckpt, dump[1]);
         int rc = run_command(cmd, out, sizeof out);
