@@ -149,6 +149,10 @@ static int train_command(const Args *args, Config *cfg) {
         if (step > first_step) { timed_steps++; timed_seconds += ms / 1e3; }
         ema_ms = step == first_step ? ms : 0.9 * ema_ms + 0.1 * ms;
         report_step(log, cfg, step, &r, ms, ema_ms, flops_per_token, peak);
+        if (model.bf16 && step == first_step && bf16_late_primitives() > 0)
+            printf("bf16: %d matmul primitives were created during the first step (micro-batches of %d windows, "
+                   "prepared for train.batch_size); later steps reuse them\n", bf16_late_primitives(),
+                   split.micro_windows);
 
         int last = step == cfg->steps;
         if (have_val && (due(cfg->eval_every, step) || last))
