@@ -356,10 +356,10 @@ static void narrow(int wide) {
 // The model's products, one function per kind: fp32 through BLAS (kernels.h), or with
 // train.precision=bf16 through oneDNN on bf16 copies (mixed.h).
 
-// out (N,OC) = inp (N,IC) @ lin^T (+ residual).
+// out (N,OC) = inp (N,IC) @ lin^T (+ residual). Decoding (the samples of a bf16 run too) stays fp32.
 static void linear_forward(const GPT *m, const Attention *at, real *out, const real *residual, const real *inp,
                            const Linear *lin, int N, int IC, int OC) {
-    if (m->bf16) { mixed_linear_forward(m, out, residual, inp, lin, N, IC, OC); return; }
+    if (m->bf16 && at->mode == ATTN_FULL) { mixed_linear_forward(m, out, residual, inp, lin, N, IC, OC); return; }
     int wide = widen(at, (double)N * IC * OC);
     matmul_forward(out, residual, inp, lin->w, lin->b, N, IC, OC);
     narrow(wide);
