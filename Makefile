@@ -146,10 +146,11 @@ test: test-deps
 	$(MAKE) all build/mpi/train build/run_tests build/grad_dump
 	build/run_tests
 
-# Speed against the sgemm peak and PyTorch, thread scaling, memory and generation (bench/bench.py).
-# Run it on an otherwise idle machine: other programs on the same cores distort every ratio.
+# Speed against the sgemm peak and PyTorch (fp32 and bf16, four ways), thread scaling, memory,
+# generation and the matmul products (bench/bench.py). Run it on an otherwise idle machine: other
+# programs on the same cores distort every ratio.
 bench: test-deps
-	$(MAKE) all
+	$(MAKE) all build/matmul_bench
 	/usr/bin/python3 bench/bench.py
 
 # oneDNN bf16 against OpenBLAS sgemm and oneDNN fp32 on the model's matmul shapes (bench/matmul_bench.c),

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""Training throughput of the PyTorch model (tests/torch/torch_gpt.py): eager PyTorch, fp32, on the CPU.
+"""Training throughput of the PyTorch model (tests/torch/torch_gpt.py): eager PyTorch on the CPU, fp32 or
+(--bf16) bf16 autocast (torch.autocast('cpu', dtype=torch.bfloat16) around the forward and loss).
 
-    /usr/bin/python3 bench/torch_bench.py --config FILE [--threads N] [--warmup 3] [--steps 10]
+    /usr/bin/python3 bench/torch_bench.py --config FILE [--threads N] [--warmup 3] [--steps 10] [--bf16]
 
 FILE is a normgpt config, a run's resolved RUN_DIR/config.json, or a checkpoint. A config that is not
 resolved (configs/*.json leave keys to their defaults) is resolved by ./train itself: one step of a
@@ -12,7 +13,7 @@ clip the gradient norm to train.grad_clip, refresh BHyT's c when normgpt would, 
 (weight decay on matrices and embeddings only). Tokens are drawn at random (speed does not depend
 on them). After --warmup untimed steps, --steps steps are timed; the last line is
 
-    torch_bench tokens_per_s=T ms_per_step=M threads=N steps=S tokens_per_step=K torch=VERSION config=FILE
+    torch_bench tokens_per_s=T ms_per_step=M threads=N steps=S tokens_per_step=K torch=VERSION precision=P config=FILE
 
 with T = S * K / (wall time of the S steps) and M the median step time. Run it alone: PyTorch's
 OpenMP threads and normgpt's slow each other down badly when both run on the same cores.
@@ -61,6 +62,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (default: all cores)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the forward (mixed precision)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -83,7 +85,8 @@ def main():
     def step(i):
         opt.zero_grad(set_to_none=True)
         for x, y in batches:
-            _, loss = model(x, y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                _, loss = model(x, y)
             (loss / accum).backward()
         if t["grad_clip"] > 0:
             torch.nn.utils.clip_grad_norm_(params.values(), t["grad_clip"])
@@ -105,7 +108,7 @@ def main():
           f"{args.threads} threads, torch {torch.__version__}", file=sys.stderr)
     print(f"torch_bench tokens_per_s={args.steps * tokens / elapsed:.1f} ms_per_step={1e3 * statistics.median(times):.1f} "
           f"threads={args.threads} steps={args.steps} tokens_per_step={tokens} torch={torch.__version__} "
-          f"config={args.config}")
+          f"precision={'bf16' if args.bf16 else 'fp32'} config={args.config}")
 
 
 if __name__ == "__main__":

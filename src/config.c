@@ -98,6 +98,7 @@ static const ConfigKey KEYS[] = {
     {"train.seed",               KEY_INT,    F(seed),               "1337",  0, BIG, NULL},
     {"train.threads",            KEY_INT,    F(threads),            "0",     0, 4096, NULL},
     {"train.recompute",          KEY_BOOL,   F(recompute),          "false", 0, 1, NULL},
+    {"train.precision",          KEY_STRING, F(precision),          "fp32",  0, 0, "fp32|bf16"},
     {"train.skip_outliers",      KEY_FLOAT,  F(skip_outliers),      "0",     0, 1e6, NULL},
     {"train.outlier_window",     KEY_INT,    F(outlier_window),     "50",    2, MAX_OUTLIER_WINDOW, NULL},
     {"train.init_from",          KEY_STRING, F(init_from),          "",      0, 0, NULL},

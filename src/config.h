@@ -33,6 +33,7 @@ typedef struct {
     int recompute;
     double lr, min_lr, decay_frac, weight_decay, beta1, beta2, eps, grad_clip, skip_outliers;
     char schedule[CONFIG_STR], init_from[CONFIG_STR];
+    char precision[CONFIG_STR];  // fp32, or bf16: the matmuls on bf16 copies (src/mixed.h)
     // data
     char data_dir[CONFIG_STR], train_data[CONFIG_STR], val_data[CONFIG_STR], tokenizer[CONFIG_STR];
     // eval, sample, out

@@ -16,7 +16,7 @@ void encoder_forward(real *out, const int *tokens, const real *wte, const real *
 // dst[rows[n]] += scale * src[n] for n in order (rows NULL: every n into row 0, i.e. the column sums
 // of src), in parallel over blocks of channels: tokens that share a row add into it in the same
 // order for any thread count.
-static void scatter_add_rows(real *dst, const real *src, const int *rows, int N, int C, real scale) {
+void scatter_add_rows(real *dst, const real *src, const int *rows, int N, int C, real scale) {
     #pragma omp parallel for
     for (int c0 = 0; c0 < C; c0 += CHANNEL_BLOCK) {
         int c1 = c0 + CHANNEL_BLOCK < C ? c0 + CHANNEL_BLOCK : C;
@@ -85,8 +85,7 @@ static real softmax_row(real *row, int n, real *max_out) {
     return sum;
 }
 
-// P (T,T) holds scaled logits; row t becomes the softmax over s <= t, the masked future zero.
-static void causal_softmax(real *P, int T) {
+void causal_softmax(real *P, int T) {
     for (int t = 0; t < T; t++) {
         real *row = P + (size_t)t * T;
         softmax_row(row, t + 1, NULL);
@@ -94,8 +93,7 @@ static void causal_softmax(real *P, int T) {
     }
 }
 
-// In place dP -> d(unscaled logits): the softmax backward, then the logit scale.
-static void causal_softmax_backward(real *dS, const real *P, int T, real scale) {
+void causal_softmax_backward(real *dS, const real *P, int T, real scale) {
     for (int t = 0; t < T; t++) {
         const real *p = P + (size_t)t * T;
         real *d = dS + (size_t)t * T, dot = 0;

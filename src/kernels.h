@@ -27,6 +27,13 @@ void attention_forward(real *out, real *att, const real *qkv, int B, int T, int 
 void attention_backward(real *dqkv, real *scratch, const real *dout, const real *qkv, const real *att,
                         int B, int T, int H, int Hkv, int hs);
 
+// Attention's softmax on one (T,T) square, single-threaded (for callers that run the products
+// themselves: src/mixed.c). P holds scaled scores; row t becomes the softmax over s <= t, the masked
+// future zero. The backward turns dS = dL/dP in place into dL/d(unscaled scores): the softmax
+// backward, then the score scale.
+void causal_softmax(real *P, int T);
+void causal_softmax_backward(real *dS, const real *P, int T, real scale);
+
 // Attention of one new token per sequence (incremental decoding): qkv (B,(H+2*Hkv)*hs) the new
 // tokens' projections (only q is read); k_cache, v_cache (B,Hkv,capacity,hs) hold positions
 // 0..T-1, the new token's last. out (B,H*hs); scores (B,H,capacity) scratch for the weights.
@@ -58,6 +65,10 @@ void crossentropy_forward(real *losses, real *probs, const int *targets, int N, 
 // dweight (V,C) += dlogits^T @ inp, dbias (V) += column sums of dlogits (dbias may be NULL).
 void classifier_backward(real *dinp, real *dweight, real *dbias, const real *probs, const real *inp,
                          const real *weight, const int *targets, real dloss, int N, int C, int V);
+
+// dst (C) or dst rows (rows[n], C) += scale * src rows (N,C); rows NULL: all into dst's one row.
+// Parallel over blocks of channels: the same order, hence the same bits, for any thread count.
+void scatter_add_rows(real *dst, const real *src, const int *rows, int N, int C, real scale);
 
 // Subtract each row's mean (N rows of C), in place. The centering map is linear and symmetric, so
 // the same call is its own backward.

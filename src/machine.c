@@ -47,9 +47,12 @@ double mfu_percent(double flops_per_token, double tok_s, double peak, const char
 // The activations are those saved for the backward, plus its scratch.
 double memory_budget(const GPT *m) {
     double params = (double)m->n_params * sizeof(real), acts = (double)m->n_acts * sizeof(real);
-    double total = 4 * params + acts, ram = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE);
-    printf("memory budget: parameters %.1f + gradients %.1f + AdamW moments %.1f + activations %.1f%s = %.1f MiB\n",
-           params / MiB, params / MiB, 2 * params / MiB, acts / MiB, m->recompute ? " (recomputed)" : "",
+    double copies = (double)m->n_bf16 * sizeof(bf16);  // bf16 runs: the weights' and operands' copies
+    double total = 4 * params + acts + copies, ram = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE);
+    char bf16_part[64] = "";
+    if (m->bf16) snprintf(bf16_part, sizeof bf16_part, " + bf16 copies %.1f", copies / MiB);
+    printf("memory budget: parameters %.1f + gradients %.1f + AdamW moments %.1f + activations %.1f%s%s = %.1f MiB\n",
+           params / MiB, params / MiB, 2 * params / MiB, acts / MiB, m->recompute ? " (recomputed)" : "", bf16_part,
            total / MiB);
     if (total > ram)
         die(1, "memory: the run needs %.1f GiB but this machine has %.1f GiB; %s", total / 1024 / MiB,

@@ -1,5 +1,6 @@
 #include "model.h"
 #include "kernels.h"
+#include "mixed.h"
 #include "profile.h"
 #include "rng.h"
 #include <math.h>
@@ -263,7 +264,8 @@ static void layout_acts(GPT *m, Arena *arena, int shared, int backward) {
         m->dfch = arena_take(arena, N * FC);
         m->dfch_act = arena_take(arena, N * m->F);
         m->dmean_sq = arena_take(arena, N);
-        m->att_scratch = arena_take(arena, (size_t)omp_get_max_threads() * T * T);
+        // per thread one (T,T) square; bf16 runs attention's products batched: (B,H,T,T)
+        m->att_scratch = arena_take(arena, m->bf16 ? B * m->H * T * T : (size_t)omp_get_max_threads() * T * T);
     }
     m->bhyt_scratch = any_bhyt ? arena_take(arena, S * S) : NULL;
     m->lns_scratch = m->lns ? arena_take(arena, 4 * S) : NULL;
@@ -294,6 +296,7 @@ static void build(GPT *m, const Config *cfg, int B, int T, int grads, int shared
     m->skip_block = -1;
     m->maxB = B;
     m->seqT = T;
+    m->bf16 = grads && name_is(cfg->precision, "bf16");  // inference (decoding, the probe) stays fp32
     m->blocks = xcalloc(m->L, sizeof(Block));
     m->fwd.blocks = xcalloc(m->L, sizeof(BlockActs));
     layout_params(m, cfg);  // count
@@ -313,6 +316,7 @@ static void build(GPT *m, const Config *cfg, int B, int T, int grads, int shared
         b->n1.lns_scratch = b->n2.lns_scratch = b->n1o.lns_scratch = b->n2o.lns_scratch = m->lns_scratch;
     }
     if (m->rope) rope_tables(m->rope_cos, m->rope_sin, m->maxT, m->hs, cfg->rope_theta);
+    if (m->bf16) mixed_build(m);
 }
 
 void gpt_build(GPT *m, const Config *cfg) {
@@ -332,6 +336,7 @@ void gpt_free(GPT *m) {
     free(m->blocks);
     free(m->fwd.blocks);
     free(m->act_memory);
+    if (m->bf16) mixed_free(m);
     memset(m, 0, sizeof *m);
 }
 
@@ -368,6 +373,8 @@ void gpt_zero_grad(GPT *m) {
     if (!m->grads) die(1, "internal: zeroing the gradients of a model built for inference");
     memset(m->grads, 0, m->n_params * sizeof(real));
 }
+
+void gpt_weights_changed(GPT *m) { m->bf16_stale = 1; }
 
 int gpt_has_bhyt(const GPT *m) { return m->bhyt_scratch != NULL; }
 
@@ -412,19 +419,36 @@ static void narrow(int wide) {
     if (wide) set_threads(1);
 }
 
-// out (N,OC) = inp (N,IC) @ lin^T (+ residual).
-static void linear_forward(const Attention *at, real *out, const real *residual, const real *inp, const Linear *lin,
-                           int N, int IC, int OC) {
+// The model's products, one function per kind: fp32 through BLAS (kernels.h), or with
+// train.precision=bf16 through oneDNN on bf16 copies (mixed.h).
+
+// out (N,OC) = inp (N,IC) @ lin^T (+ residual). Decoding (the samples of a bf16 run too) stays fp32.
+static void linear_forward(const GPT *m, const Attention *at, real *out, const real *residual, const real *inp,
+                           const Linear *lin, int N, int IC, int OC) {
+    if (m->bf16 && at->mode == ATTN_FULL) { mixed_linear_forward(m, out, residual, inp, lin, N, IC, OC); return; }
     int wide = widen(at, (double)N * IC * OC);
     matmul_forward(out, residual, inp, lin->w, lin->b, N, IC, OC);
     narrow(wide);
+}
+
+// dinp (N,IC) = dout @ lin (overwritten), lin's gradients += those of dout (N,OC) for inp (N,IC).
+static void linear_backward(const GPT *m, real *dinp, const Linear *lin, const real *dout, const real *inp, int N,
+                            int IC, int OC) {
+    if (m->bf16) mixed_linear_backward(m, dinp, lin, dout, N, IC, OC);
+    else matmul_backward(dinp, lin->dw, lin->db, dout, inp, lin->w, N, IC, OC);
+}
+
+static void attention_full_backward(GPT *m, int l, const BlockActs *a, int B, int T) {
+    if (m->bf16) mixed_attention_backward(m, l, m->dqkv, m->att_scratch, m->dC, a->att, B, T);
+    else attention_backward(m->dqkv, m->att_scratch, m->dC, a->qkv, a->att, B, T, m->H, m->Hkv, m->hs);
 }
 
 // atty (N,C) from qkv (N,QKV) of B sequences: causal over their T positions, or (cached) the one new
 // position of each against block l's cache, after appending its key and value there.
 static void attend(const GPT *m, int l, BlockActs *a, int B, int T, const Attention *at) {
     if (at->mode == ATTN_FULL) {
-        attention_forward(a->atty, a->att, a->qkv, B, T, m->H, m->Hkv, m->hs);
+        if (m->bf16) mixed_attention_forward(m, l, a->atty, a->att, a->qkv, B, T);
+        else attention_forward(a->atty, a->att, a->qkv, B, T, m->H, m->Hkv, m->hs);
         return;
     }
     int hs = m->hs, width = (m->H + 2 * m->Hkv) * hs;
@@ -492,7 +516,7 @@ static void block_forward(const GPT *m, ForwardActs *f, int l, int B, int T, con
         TIMED("norm (fwd)", 0, norm_forward(&b->n1, a->n1, a->n1_stats, x, N, S));
         attn_in = a->n1;
     }
-    TIMED("matmul qkv (fwd)", 2 * n * S * QKV, linear_forward(at, a->qkv_raw, NULL, attn_in, &b->qkv, N, S, QKV));
+    TIMED("matmul qkv (fwd)", 2 * n * S * QKV, linear_forward(m, at, a->qkv_raw, NULL, attn_in, &b->qkv, N, S, QKV));
     if (p->qkv_norm)
         TIMED("qkv-norm (fwd)", 0, qkvnorm_forward(a->qkv, a->qkv_stats, a->qkv_raw, b->gq, b->gk, b->gv, b->qkv_eps,
                                                    N, m->H, m->Hkv, m->hs));
@@ -503,7 +527,7 @@ static void block_forward(const GPT *m, ForwardActs *f, int l, int B, int T, con
     TIMED("attention (fwd)", 4 * n * T * C, attend(m, l, a, B, T, at));
     const real *attn_base = residual_base(m, p, p->attn_out_norm, a->res_attn, x, (size_t)N * S);
     TIMED("matmul attn.proj (fwd)", 2 * n * C * S,
-          linear_forward(at, a->res_attn, attn_base, a->atty, &b->attn_proj, N, C, S));
+          linear_forward(m, at, a->res_attn, attn_base, a->atty, &b->attn_proj, N, C, S));
     if (m->center_stream) TIMED("center stream", 0, center_rows(a->res_attn, N, S));
     if (p->attn_out_norm)
         TIMED("norm (fwd)", 0, out_norm_residual(&b->n1o, a->h, a->attn_out, a->attn_out_stats, x, a->res_attn, N, S));
@@ -519,13 +543,13 @@ static void block_forward(const GPT *m, ForwardActs *f, int l, int B, int T, con
             TIMED("norm (fwd)", 0, norm_forward(&b->n2, a->n2, a->n2_stats, a->h, N, S));
         ffn_in = a->n2;
     }
-    TIMED("matmul fc (fwd)", 2 * n * S * FC, linear_forward(at, a->fch, NULL, ffn_in, &b->fc, N, S, FC));
+    TIMED("matmul fc (fwd)", 2 * n * S * FC, linear_forward(m, at, a->fch, NULL, ffn_in, &b->fc, N, S, FC));
     if (m->swiglu) TIMED("swiglu (fwd)", 0, swiglu_forward(a->fch_act, a->fch, N, m->F));
     else TIMED("gelu (fwd)", 0, gelu_forward(a->fch_act, a->fch, (size_t)N * m->F));
     const real *ffn_base = p->ffn_from_norm ? ffn_in : a->h;
     const real *proj_base = residual_base(m, p, p->ffn_out_norm, a->res_ffn, ffn_base, (size_t)N * S);
     TIMED("matmul fc.proj (fwd)", 2 * n * m->F * S,
-          linear_forward(at, a->res_ffn, proj_base, a->fch_act, &b->fc_proj, N, m->F, S));
+          linear_forward(m, at, a->res_ffn, proj_base, a->fch_act, &b->fc_proj, N, m->F, S));
     if (m->center_stream) TIMED("center stream", 0, center_rows(a->res_ffn, N, S));
     if (p->ffn_out_norm)
         TIMED("norm (fwd)", 0, out_norm_residual(&b->n2o, a->out, a->ffn_out, a->ffn_out_stats, ffn_base, a->res_ffn,
@@ -570,11 +594,11 @@ static void block_backward(GPT *m, int l, int B, int T) {
     const real *ffn_in = p->ffn_in_norm ? a->n2 : a->h, *dffn_out = m->dres;
     if (p->ffn_out_norm) TIMED("norm (bwd)", 0, dffn_out = through_out_norm(m, &b->n2o, a->res_ffn, a->ffn_out_stats, N));
     TIMED("matmul fc.proj (bwd)", 4 * n * m->F * S,
-          matmul_backward(m->dfch_act, b->fc_proj.dw, b->fc_proj.db, dffn_out, a->fch_act, b->fc_proj.w, N, m->F, S));
+          linear_backward(m, m->dfch_act, &b->fc_proj, dffn_out, a->fch_act, N, m->F, S));
     if (m->swiglu) TIMED("swiglu (bwd)", 0, swiglu_backward(m->dfch, m->dfch_act, a->fch, N, m->F));
     else TIMED("gelu (bwd)", 0, gelu_backward(m->dfch, a->fch, m->dfch_act, (size_t)N * m->F));
     TIMED("matmul fc (bwd)", 4 * n * S * FC,
-          matmul_backward(m->dC, b->fc.dw, b->fc.db, m->dfch, ffn_in, b->fc.w, N, S, FC));
+          linear_backward(m, m->dC, &b->fc, m->dfch, ffn_in, N, S, FC));
     if (p->ffn_from_norm) {  // the residual carried N2(h): its gradient joins the FFN's, then crosses N2
         add_into(m->dC, m->dres, NS);
         memset(m->dres, 0, NS * sizeof(real));
@@ -591,9 +615,8 @@ static void block_backward(GPT *m, int l, int B, int T) {
     if (p->attn_out_norm)
         TIMED("norm (bwd)", 0, dattn_out = through_out_norm(m, &b->n1o, a->res_attn, a->attn_out_stats, N));
     TIMED("matmul attn.proj (bwd)", 4 * n * C * S,
-          matmul_backward(m->dC, b->attn_proj.dw, b->attn_proj.db, dattn_out, a->atty, b->attn_proj.w, N, C, S));
-    TIMED("attention (bwd)", 8 * n * T * C,
-          attention_backward(m->dqkv, m->att_scratch, m->dC, a->qkv, a->att, B, T, m->H, m->Hkv, m->hs));
+          linear_backward(m, m->dC, &b->attn_proj, dattn_out, a->atty, N, C, S));
+    TIMED("attention (bwd)", 8 * n * T * C, attention_full_backward(m, l, a, B, T));
     if (m->rope) TIMED("rope (bwd)", 0, rope_backward(m->dqkv, m->rope_cos, m->rope_sin, B, T, m->H, m->Hkv, m->hs));
     const real *dqkv = m->dqkv;
     if (p->qkv_norm) {
@@ -603,7 +626,7 @@ static void block_backward(GPT *m, int l, int B, int T) {
     }
     const real *attn_in = p->attn_in_norm ? a->n1 : x;
     TIMED("matmul qkv (bwd)", 4 * n * S * QKV,
-          matmul_backward(m->dC, b->qkv.dw, b->qkv.db, dqkv, attn_in, b->qkv.w, N, S, QKV));
+          linear_backward(m, m->dC, &b->qkv, dqkv, attn_in, N, S, QKV));
     if (!p->attn_in_norm) { join_residual(m, p, NS); return; }
     TIMED("norm (bwd)", 0, norm_backward(&b->n1, m->dres, m->dC, x, a->n1_stats, N, S));
     if (p->shared_stat) TIMED("norm (bwd)", 0, mean_square_backward(m->dres, m->dmean_sq, x, N, S));
@@ -660,7 +683,7 @@ void gpt_forward_pass(const GPT *m, ForwardActs *f, const int *inputs, int B, in
         head_in = f->lnf_out;
     }
     TIMED("matmul lm_head (fwd)", 2.0 * N * S * m->V,
-          linear_forward(at, f->logits, NULL, head_in, &m->lm_head, N, S, m->V));
+          linear_forward(m, at, f->logits, NULL, head_in, &m->lm_head, N, S, m->V));
 }
 
 static const Attention FULL_ATTENTION = {.mode = ATTN_FULL};
@@ -669,6 +692,7 @@ double gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) 
     int N = B * T;
     if (B > m->maxB || T > m->seqT)
         die(1, "internal: forward of (%d,%d) exceeds buffers (%d,%d)", B, T, m->maxB, m->seqT);
+    if (m->bf16) TIMED("bf16 weight copy", 0, mixed_refresh_weights(m));
     gpt_forward_pass(m, &m->fwd, inputs, B, T, &FULL_ATTENTION);
     if (!targets) return 0;
     TIMED("softmax + loss (fwd)", 0, crossentropy_forward(m->losses, m->fwd.logits, targets, N, m->V));
@@ -681,10 +705,14 @@ void gpt_backward(GPT *m, const int *inputs, const int *targets, int B, int T, r
     int N = B * T, S = m->S;
     if (!m->grads) die(1, "internal: backward of a model built for inference");
     const real *top = gpt_block_input(m, m->L);
-    TIMED("matmul lm_head + loss (bwd)", 4.0 * N * S * m->V,
-          classifier_backward(m->dC, m->lm_head.dw, m->lm_head.db, m->fwd.logits,
-                              m->has_final_norm ? m->fwd.lnf_out : top,
-                              m->lm_head.w, targets, dloss_scale, N, S, m->V));
+    const real *head_in = m->has_final_norm ? m->fwd.lnf_out : top;
+    if (m->bf16)
+        TIMED("matmul lm_head + loss (bwd)", 4.0 * N * S * m->V,
+              mixed_classifier_backward(m, m->dC, &m->lm_head, m->fwd.logits, targets, dloss_scale, N));
+    else
+        TIMED("matmul lm_head + loss (bwd)", 4.0 * N * S * m->V,
+              classifier_backward(m->dC, m->lm_head.dw, m->lm_head.db, m->fwd.logits, head_in, m->lm_head.w, targets,
+                                  dloss_scale, N, S, m->V));
     if (m->has_final_norm) {
         memset(m->dres, 0, (size_t)N * S * sizeof(real));
         TIMED("norm (bwd)", 0, norm_backward(&m->lnf, m->dres, m->dC, top, m->fwd.lnf_stats, N, S));

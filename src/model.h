@@ -14,6 +14,7 @@
 // for crmsnorm), F = FFN hidden width, QKV = (H + 2 Hkv) * hs, N = B*T tokens.
 #ifndef NORMGPT_MODEL_H
 #define NORMGPT_MODEL_H
+#include "bf16.h"
 #include "common.h"
 #include "config.h"
 #include "norms.h"
@@ -35,8 +36,9 @@ typedef struct {
     double slice_std[MAX_INIT_SLICES];    // and each slice's standard deviation
 } ParamTensor;
 
-// A linear map y = x W^T + b with W (out, in); the gradient pointers share the layout.
-typedef struct { real *w, *b, *dw, *db; } Linear;
+// A linear map y = x W^T + b with W (out, in); the gradient pointers share the layout. In a bf16
+// run, x16 holds the bf16 copy of its last forward's input, which its backward reuses.
+typedef struct { real *w, *b, *dw, *db; bf16 *x16; } Linear;
 
 typedef struct {
     const PlacementSpec *place;  // where the norms sit: a row of PLACEMENTS
@@ -139,6 +141,13 @@ typedef struct {
     real *rope_cos, *rope_sin;
     real *dres, *dres_alt, *dC, *dqkv, *dqkv_raw, *dfch, *dfch_act, *dmean_sq, *att_scratch;
     real *bhyt_scratch;        // (S, S) for refreshing c
+    // train.precision=bf16 (src/mixed.h): the products run on bf16 copies of their operands
+    int bf16;
+    int bf16_stale;            // the weights changed since params_bf16 was cast from them
+    bf16 *params_bf16;         // (n_params) a matrix's copy sits at its offset in params
+    bf16 *cast_out;            // a product's output gradient, (N, widest)
+    bf16 *cast_qkv, *cast_sq;  // each block's q, k, v (N,QKV) and P, then dS (B,H,T,T)
+    size_t n_bf16;             // bf16 values in the buffers above, for the memory budget
 } GPT;
 
 // Build the layout and buffers for training `cfg` (validated, blocks resolved): parameters,
@@ -170,6 +179,8 @@ void gpt_layout_forward(const GPT *m, ForwardActs *f, Arena *arena, int B, int T
 // where the loss is the SUM of token losses (so dloss_scale = 1/(tokens per optimizer step)).
 void gpt_backward(GPT *m, const int *inputs, const int *targets, int B, int T, real dloss_scale);
 void gpt_zero_grad(GPT *m);
+// The weights changed (an optimizer step): a bf16 model recasts its copies before the next forward.
+void gpt_weights_changed(GPT *m);
 // After a non-finite loss or gradient norm (and only then: it scans every activation): names where it
 // first appears, in forward order — the embeddings or the first block whose output or parameter
 // gradient holds a non-finite value — from the last forward of (B,T) and the accumulated gradients.

@@ -217,11 +217,13 @@ static int train_command(const Args *args, Config *cfg) {
     share_run(&model, &opt, &st);
     st.world_size = world;
     double flops_per_token = gpt_flops_per_token(&model, (int)cfg->seq_len);
-    double peak = measure_sgemm_peak();
+    double sgemm_peak = measure_sgemm_peak(), bf16_peak = model.bf16 ? bf16_measure_peak() : 0;
     print_run(cfg, &model, &split, flops_per_token);
     double budget = memory_budget(&model);
-    printf("sgemm peak measured now: %.1f GFLOP/s\n", peak / 1e9);
-    peak *= world;  // MFU against every rank's cores (alike machines assumed)
+    printf("precision %s: sgemm peak measured now: %.1f GFLOP/s", cfg->precision, sgemm_peak / 1e9);
+    if (model.bf16) printf(", bf16 matmul peak %.1f GFLOP/s (MFU against it)", bf16_peak / 1e9);
+    printf("\n");
+    double peak = (model.bf16 ? bf16_peak : sgemm_peak) * world;  // MFU against every rank's cores (alike machines)
 
     FILE *log = fopen(root ? run.log_path : "/dev/null", "a");
     if (!log) die(1, "%s: cannot open: %s", run.log_path, strerror(errno));
@@ -247,6 +249,10 @@ static int train_command(const Args *args, Config *cfg) {
         }
         ema_ms = step == first_step ? ms : 0.9 * ema_ms + 0.1 * ms;
         report_step(log, cfg, step, &r, ms, ema_ms, flops_per_token, peak);
+        if (model.bf16 && step == first_step && bf16_late_primitives() > 0)
+            printf("bf16: %d matmul primitives were created during the first step (micro-batches of %d windows, "
+                   "prepared for train.batch_size); later steps reuse them\n", bf16_late_primitives(),
+                   split.micro_windows);
 
         int last = step == cfg->steps;
         if (have_val && (due(cfg->eval_every, step) || last))
@@ -275,8 +281,8 @@ static int train_command(const Args *args, Config *cfg) {
         const char *remark;
         double mfu = mfu_percent(flops_per_token, tok_s, peak, &remark);
         printf("speed: %.1f ms/step, %.0f tok/s, MFU %.1f%%%s (mean of %ld steps after the first; %d rank(s) x %d "
-               "threads, sgemm peak %.1f GFLOP/s per rank)\n", 1e3 * step_s, tok_s, mfu, remark, timed_steps, world,
-               threads, peak / world / 1e9);
+               "threads, sgemm peak %.1f GFLOP/s per rank%s)\n", 1e3 * step_s, tok_s, mfu, remark, timed_steps, world,
+               threads, sgemm_peak / 1e9, model.bf16 ? "; MFU against the bf16 matmul peak" : "");
         if (args->profile) profile_print(stdout, timed_steps, step_s);
     }
     printf("peak memory: %.1f MiB resident, %.2fx the budget\n", peak_rss_bytes() / MiB, peak_rss_bytes() / budget);

@@ -120,6 +120,7 @@ StepResult train_step(Trainer *t) {
     if (!r.skipped) {
         TIMED("adamw", 0, adamw_step(t->opt, m, r.lr, clip_scale(r.grad_norm, cfg->grad_clip), cfg->beta1,
                                      cfg->beta2, cfg->eps, cfg->weight_decay));
+        gpt_weights_changed(m);
         remember_step(st, cfg->outlier_window, r.loss, r.grad_norm);
     }
     if (gpt_has_bhyt(m) && step % t->bhyt_refresh == 0) TIMED("bhyt refresh", 0, gpt_refresh_bhyt(m));

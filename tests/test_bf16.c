@@ -2,6 +2,8 @@
 // bf16-rounded inputs. Accumulation is fp32, so the products agree to the fp32 sum's own error,
 // bounded by K * 2^-23 * sum |a b| for K terms; a wrong stride or transpose is off by O(1).
 #include "bf16.h"
+#include "checkpoint.h"
+#include "model.h"
 #include "testing.h"
 #include <math.h>
 #include <omp.h>
@@ -324,6 +326,92 @@ static void test_bf16_thread_count_independent(void) { skipped(); }
 
 #endif
 
+// The whole model in bf16 against fp32: build/grad_dump runs one batch of a trained small model in
+// both precisions; each tensor's bf16 gradient must agree with the fp32 one to about 1e-2 relative
+// (bf16 keeps 8 significant bits: a rounding is 2^-9 relative, and the errors of a product's terms
+// average out). Tensors whose fp32 gradient is roundoff (a key bias: softmax ignores a constant
+// shift of a row's scores) are measured against the largest tensor gradient instead.
+typedef struct { double loss; float *grads; size_t n; } Dump;
+
+static int read_dump(const char *path, Dump *d) {
+    FILE *f = fopen(path, "rb");
+    int32_t h[8];
+    if (!f || fread(h, sizeof h, 1, f) != 1) { if (f) fclose(f); return 0; }
+    int64_t n;
+    memcpy(&n, &h[6], sizeof n);
+    long skip = 2L * h[2] * h[3] * 4;
+    d->n = (size_t)n;
+    d->grads = xcalloc(d->n, sizeof(float));
+    int ok = fseek(f, skip, SEEK_CUR) == 0 && fread(&d->loss, 8, 1, f) == 1 &&
+             fseek(f, (long)h[2] * h[3] * h[4] * 4, SEEK_CUR) == 0 && fread(d->grads, 4, d->n, f) == d->n;
+    fclose(f);
+    return ok;
+}
+
+static double norm_of(const float *x, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return sqrt(s);
+}
+
+#define GRAD_DIR "build/tmp/normgpt_bf16_grads"
+
+static void test_bf16_model_gradients(void) {
+    const char *why = bf16_unsupported();
+    if (why) { fprintf(stderr, "    skipped: %s\n", why); return; }
+    static char out[1 << 16];
+    static const struct { const char *name, *overrides; } variants[] = {
+        {"pre_ln", "--config configs/default.json"},
+        {"llama_gqa", "--config configs/pre_rmsnorm.json --model.pos=rope --model.ffn=swiglu --model.n_kv_head=2"},
+        {"recompute", "--config configs/post_ln.json --train.recompute=true"},
+    };
+    for (int v = 0; v < (int)(sizeof variants / sizeof *variants); v++) {
+        char cmd[2048], ckpt[256], dump[2][256];
+        snprintf(ckpt, sizeof ckpt, GRAD_DIR "/%s/ckpt_00000010.bin", variants[v].name);
+        for (int p = 0; p < 2; p++) snprintf(dump[p], sizeof dump[p], GRAD_DIR "/%s/%s.bin", variants[v].name,
+                                             p ? "bf16" : "fp32");
+        snprintf(cmd, sizeof cmd, "./train %s --model.n_layer=2 --model.n_embd=64 --model.n_head=4 "
+                 "--train.batch_size=4 --train.seq_len=64 --train.total_batch_tokens=256 --train.steps=10 "
+                 "--train.warmup_steps=2 --eval.every=0 --sample.tokens=0 --train.threads=2 --out.dir=" GRAD_DIR "/%s --overwrite && "
+                 "build/grad_dump %s %s 4 64 fp32 && build/grad_dump %s %s 4 64 bf16", variants[v].overrides,
+                 variants[v].name, ckpt, dump[0], ckpt, dump[1]);
+        int rc = run_command(cmd, out, sizeof out);
+        CHECK(rc == 0, "%s: training or build/grad_dump failed (rc %d): %s", variants[v].name, rc, out);
+        Dump d[2] = {0};
+        if (rc != 0 || !read_dump(dump[0], &d[0]) || !read_dump(dump[1], &d[1]) || d[0].n != d[1].n) {
+            CHECK(0, "%s: unreadable dumps", variants[v].name);
+            free(d[0].grads); free(d[1].grads);
+            continue;
+        }
+        CHECK(fabs(d[1].loss - d[0].loss) < 1e-2 * d[0].loss, "%s: loss bf16 %.6f vs fp32 %.6f", variants[v].name,
+              d[1].loss, d[0].loss);
+        Config cfg;
+        checkpoint_read_config(ckpt, &cfg);
+        config_validate(&cfg);
+        GPT m;
+        gpt_build_inference(&m, &cfg, 0, 0);
+        double largest = 0, worst = 0;
+        for (int i = 0; i < m.n_tensors; i++)
+            largest = fmax(largest, norm_of(d[0].grads + m.tensors[i].offset, m.tensors[i].size));
+        const char *worst_name = "";
+        for (int i = 0; i < m.n_tensors; i++) {
+            const ParamTensor *t = &m.tensors[i];
+            const float *a = d[0].grads + t->offset, *b = d[1].grads + t->offset;
+            double diff = 0;
+            for (size_t j = 0; j < t->size; j++) diff += ((double)b[j] - a[j]) * ((double)b[j] - a[j]);
+            double rel = sqrt(diff) / fmax(norm_of(a, t->size), 1e-3 * largest);
+            if (rel > worst) { worst = rel; worst_name = t->name; }
+        }
+        printf("    %s: loss fp32 %.6f bf16 %.6f; worst gradient %s, %.2e relative\n", variants[v].name, d[0].loss,
+               d[1].loss, worst_name, worst);
+        CHECK(worst < 2e-2, "%s: bf16 gradient of %s is %.3g relative off the fp32 one", variants[v].name, worst_name,
+              worst);
+        gpt_free(&m);
+        free(d[0].grads); free(d[1].grads);
+    }
+    run_command("rm -rf " GRAD_DIR, out, sizeof out);
+}
+
 const TestCase bf16_tests[] = {
     {"bf16_rounding", test_bf16_rounding},
     {"bf16_cast_matches_scalar", test_bf16_cast_matches_scalar},
@@ -331,5 +419,6 @@ const TestCase bf16_tests[] = {
     {"bf16_attention", test_bf16_attention},
     {"bf16_prepare", test_bf16_prepare},
     {"bf16_thread_count_independent", test_bf16_thread_count_independent},
+    {"bf16_model_gradients_match_fp32", test_bf16_model_gradients},
     {NULL, NULL},
 };

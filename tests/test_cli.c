@@ -3,6 +3,7 @@
 #include "machine.h"
 #include "optim.h"
 #include <glob.h>
+#include "bf16.h"
 #include <cjson/cJSON.h>
 #include <limits.h>
 #include <math.h>
@@ -78,13 +79,17 @@ static int read_losses(const char *log_path, long from, double *losses, int max)
     return log_numbers(log_path, from, LONG_MAX, "loss", "val_loss", losses, max);
 }
 
-static void test_resume_equals_uninterrupted(void) {
-    const char *A = "build/tmp/normgpt_resume_a", *B = "build/tmp/normgpt_resume_b";
+// Run A: 12 steps in `precision`; run B: A's step-6 checkpoint and log, resumed to the end. B's
+// losses and final checkpoint must be A's, bit for bit.
+static void check_resume_equals_uninterrupted(const char *precision, const char *A, const char *B) {
     char cmd[4096];
     snprintf(cmd, sizeof cmd, SMALL " --train.steps=12 --eval.every=3 --sample.every=6 --out.checkpoint_every=6 "
-                                    "--out.keep=5 --out.dir=%s --overwrite", A);
+                                    "--out.keep=5 --train.precision=%s --out.dir=%s --overwrite", precision, A);
     int rc = run_command(cmd, out, sizeof out);
     CHECK(rc == 0, "uninterrupted run failed: %s", out);
+    char line[64];
+    snprintf(line, sizeof line, "precision %s: sgemm peak", precision);
+    CHECK(strstr(out, line), "no '%s' start-up line: %s", line, out);
     // Run B = the first half of A (its step-6 checkpoint and log), then resumed to the end.
     snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s && cp %s/ckpt_00000006.bin %s/config.json %s/log.jsonl %s/",
              B, B, A, A, A, B);
@@ -103,10 +108,33 @@ static void test_resume_equals_uninterrupted(void) {
     CHECK(same, "resumed losses differ from the uninterrupted run");
     snprintf(cmd, sizeof cmd, "cmp %s/ckpt_00000012.bin %s/ckpt_00000012.bin", A, B);
     CHECK(run_command(cmd, out, sizeof out) == 0, "final checkpoints differ: %s", out);
+}
+
+static void test_resume_equals_uninterrupted(void) {
+    const char *A = "build/tmp/normgpt_resume_a", *B = "build/tmp/normgpt_resume_b";
+    char cmd[4096];
+    check_resume_equals_uninterrupted("fp32", A, B);
     // A fresh run into a directory holding a run must not clobber it silently.
     snprintf(cmd, sizeof cmd, SMALL " --train.steps=6 --out.dir=%s", A);
-    rc = run_command(cmd, out, sizeof out);
+    int rc = run_command(cmd, out, sizeof out);
     CHECK(rc == 1 && strstr(out, "--resume"), "existing run dir: rc %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s", A, B);
+    run_command(cmd, out, sizeof out);
+}
+
+// A bf16 run resumes bit-identically too (oneDNN's products give the same bits on a rerun). Its
+// checkpoint is the fp32 format: --generate reads it. --resume keeps the checkpoint's precision.
+static void test_resume_bf16(void) {
+    const char *why = bf16_unsupported();
+    if (why) { fprintf(stderr, "    skipped: %s\n", why); return; }
+    const char *A = "build/tmp/normgpt_resume_bf16_a", *B = "build/tmp/normgpt_resume_bf16_b";
+    char cmd[4096];
+    check_resume_equals_uninterrupted("bf16", A, B);
+    snprintf(cmd, sizeof cmd, "./train --generate %s/ckpt_00000012.bin --tokens 4", A);
+    CHECK(run_command(cmd, out, sizeof out) == 0, "--generate of a bf16 run's checkpoint failed: %s", out);
+    snprintf(cmd, sizeof cmd, "./train --resume %s --train.precision=fp32", B);
+    int rc = run_command(cmd, out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "checkpoint"), "resume with another precision: rc %d: %s", rc, out);
     snprintf(cmd, sizeof cmd, "rm -rf %s %s", A, B);
     run_command(cmd, out, sizeof out);
 }
@@ -554,6 +582,7 @@ const TestCase cli_tests[] = {
     {"cli: --config=FILE, --key value, True, typo suggestions", test_command_line_habits},
     {"cli: bad input gives one line and exit code", test_cli_errors},
     {"cli: resume equals the uninterrupted run", test_resume_equals_uninterrupted},
+    {"cli: bf16 resume equals the uninterrupted bf16 run", test_resume_bf16},
     {"cli: a short run on Brown learns", test_learns_brown},
     {"cli: --convert pre-ln to rmsnorm and crmsnorm", test_convert_checkpoint},
     {"cli: kill -9 then resume equals uninterrupted", test_kill9_resume},

@@ -1,6 +1,7 @@
 // Every method's small config trains: a short run on Brown must lower the loss, with the method's
-// own block table (shrunk to a tiny width so that all of them take seconds).
+// own block table (shrunk to a tiny width so that all of them take seconds), in fp32 and in bf16.
 #include "testing.h"
+#include "bf16.h"
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <string.h>
@@ -9,7 +10,7 @@ static const char *METHODS[] = {"pre_ln", "post_ln", "mix_ln", "hybridnorm", "hy
                                 "pre_rmsnorm_centered", "pre_crmsnorm", "dyt", "bhyt", "bhyt_star", "peri_ln",
                                 "deepnorm", "lns"};
 
-static void test_every_method_learns(void) {
+static void every_method_learns(const char *precision) {
     static char out[1 << 16];
     for (size_t i = 0; i < sizeof METHODS / sizeof *METHODS; i++) {
         char cmd[2048], log_path[256];
@@ -18,9 +19,9 @@ static void test_every_method_learns(void) {
                  "--model.block_size=64 --train.seq_len=64 --train.batch_size=4 --train.total_batch_tokens=256 "
                  "--train.steps=30 --train.warmup_steps=5 --train.lr=3e-3 --eval.every=30 --eval.batches=2 "
                  "--sample.tokens=0 --out.checkpoint_every=0 --train.threads=2 --out.dir=build/tmp/normgpt_method "
-                 "--overwrite", METHODS[i]);
+                 "--train.precision=%s --overwrite", METHODS[i], precision);
         int rc = run_command(cmd, out, sizeof out);
-        CHECK(rc == 0, "%s: run failed: %s", METHODS[i], out);
+        CHECK(rc == 0, "%s (%s): run failed: %s", METHODS[i], precision, out);
         CHECK(strstr(out, "blocks (stream width") != NULL, "%s: no block table printed", METHODS[i]);
         snprintf(log_path, sizeof log_path, "build/tmp/normgpt_method/log.jsonl");
         FILE *f = fopen(log_path, "r");
@@ -40,14 +41,24 @@ static void test_every_method_learns(void) {
             cJSON_Delete(o);
         }
         if (f) fclose(f);
-        CHECK(steps == 30, "%s: %d step lines", METHODS[i], steps);
-        CHECK(last < first - 0.5, "%s: train loss %.3f -> %.3f did not fall", METHODS[i], first, last);
-        CHECK(val_end < val0 - 0.5, "%s: val loss %.3f -> %.3f did not fall", METHODS[i], val0, val_end);
+        CHECK(steps == 30, "%s (%s): %d step lines", METHODS[i], precision, steps);
+        CHECK(last < first - 0.5, "%s (%s): train loss %.3f -> %.3f did not fall", METHODS[i], precision, first, last);
+        CHECK(val_end < val0 - 0.5, "%s (%s): val loss %.3f -> %.3f did not fall", METHODS[i], precision, val0,
+              val_end);
     }
     run_command("rm -rf build/tmp/normgpt_method", out, sizeof out);
 }
 
+static void test_every_method_learns(void) { every_method_learns("fp32"); }
+
+static void test_every_method_learns_bf16(void) {
+    const char *why = bf16_unsupported();
+    if (why) { fprintf(stderr, "    skipped: %s\n", why); return; }
+    every_method_learns("bf16");
+}
+
 const TestCase method_tests[] = {
     {"methods: every small config lowers the loss", test_every_method_learns},
+    {"methods: every small config lowers the loss in bf16", test_every_method_learns_bf16},
     {NULL, NULL},
 };

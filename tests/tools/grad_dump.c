@@ -1,7 +1,8 @@
-// grad_dump: what the fp32 trainer computes for one batch, for the PyTorch parity test
-// (tests/test_torch.c runs it, then tests/torch/torch_parity.py compares).
+// grad_dump: what the trainer computes for one batch, for the PyTorch parity test
+// (tests/test_torch.c runs it, then tests/torch/torch_parity.py compares) and the bf16 gradient test
+// (tests/test_bf16.c: the same batch in fp32 and in bf16).
 //
-//   build/grad_dump CKPT OUT B T
+//   build/grad_dump CKPT OUT B T [PRECISION]     PRECISION: fp32 (default) or bf16
 //
 // Loads CKPT into the model its config describes, takes B windows of T tokens (the first B of an
 // evenly spaced set of validation windows, as evaluation does; random tokens from the seed when the
@@ -27,7 +28,7 @@ static void write_all(FILE *f, const void *data, size_t size, const char *path) 
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5) die(EXIT_CONFIG, "usage: grad_dump CKPT OUT B T");
+    if (argc != 5 && argc != 6) die(EXIT_CONFIG, "usage: grad_dump CKPT OUT B T [PRECISION]");
     const char *path = argv[1], *out_path = argv[2];
     int B = atoi(argv[3]), T = atoi(argv[4]);
     Config cfg;
@@ -37,6 +38,7 @@ int main(int argc, char **argv) {
     cfg.batch_size = B;
     cfg.seq_len = T;
     cfg.total_batch_tokens = (long)B * T;
+    if (argc == 6) snprintf(cfg.precision, sizeof cfg.precision, "%s", argv[5]);
     config_validate(&cfg);
     int *inputs = xcalloc((size_t)B * T, sizeof(int)), *targets = xcalloc((size_t)B * T, sizeof(int));
     if (cfg.val_data[0]) {
