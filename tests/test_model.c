@@ -610,6 +610,19 @@ static void test_block_tables(void) {
               "block %d: recorded range [%d, %d) does not hold its %d tensors", l, b->tensor_begin, b->tensor_end, named);
     }
     gpt_free(&m);
+    // pre with bhyt is BHyT*, not the paper's BHyT: the table says so on that block and no other.
+    c = tiny_config(1, 1);
+    config_apply_override(&c, "model.blocks=[{\"placement\":\"pre\",\"norm\":\"bhyt\"},{\"placement\":\"bhyt\","
+                              "\"norm\":\"bhyt\"}]");
+    config_validate(&c);
+    gpt_build(&m, &c);
+    f = fmemopen(text, sizeof text - 1, "w");
+    gpt_print_blocks(&m, f);
+    fclose(f);
+    const char *star = strstr(text, "= BHyT* (exact statistic at both sites; the paper's BHyT is placement bhyt)");
+    CHECK(star && star < strstr(text, "    1  bhyt") && !strstr(star + 1, "= BHyT*"), "pre/bhyt not called BHyT*:\n%s",
+          text);
+    gpt_free(&m);
 }
 
 // Mix-LN with floor(mix_ratio * n_layer) = 0 is Pre-LN: the run says so (and still trains).

@@ -38,6 +38,15 @@ static void fill_const(real *g, size_t n, real v) {
     for (size_t i = 0; i < n; i++) g[i] = v;
 }
 
+// A case's operands from test stream `stream`: input x (N,C), gain w and bias b (C), and R (N,C).
+static void fill_operands(real *x, real *w, real *b, real *R, uint64_t stream) {
+    Rng r = rng_stream(2, stream);
+    fill_input(x, N * C, &r);
+    fill_gain(w, C, &r);
+    fill_normal(b, C, 1, &r);
+    fill_normal(R, N * C, 1, &r);
+}
+
 static void remove_base(real *g, size_t n) {
     for (size_t i = 0; i < n; i++) g[i] -= BASE;
 }
@@ -52,11 +61,7 @@ static double rms_loss(void *p) {
 }
 static void check_rmsnorm(int gain) {
     static RmsCase k;
-    Rng r = rng_stream(2, 200 + gain);
-    fill_input(k.x, N * C, &r);
-    fill_gain(k.w, C, &r);
-    fill_normal(k.b, C, 1, &r);
-    fill_normal(k.R, N * C, 1, &r);
+    fill_operands(k.x, k.w, k.b, k.R, 200 + gain);
     k.gain = gain;
     rms_loss(&k);
     int bad = 0;
@@ -338,11 +343,7 @@ typedef struct {
 static void check_dispatch(NormKind kind, int with_weight, int with_bias) {
     static DispatchCase k;
     memset(&k, 0, sizeof k);
-    Rng r = rng_stream(2, 260 + kind);
-    fill_input(k.x, N * C, &r);
-    fill_gain(k.w, C, &r);
-    fill_normal(k.b, C, 1, &r);
-    fill_normal(k.R, N * C, 1, &r);
+    fill_operands(k.x, k.w, k.b, k.R, 260 + kind);
     k.scale = 1.7;
     const real *w = with_weight ? k.w : NULL, *b = with_bias ? k.b : NULL;
     Norm nm = {.kind = kind, .eps = kind == NORM_BHYT ? BHYT_EPS : EPS, .kappa = KAPPA, .weight = (real *)w,
@@ -406,11 +407,7 @@ static void check_lns(NormKind kind) {
     static LnsCase k;
     static real plain[N * C], dx[N * C], dw[C], db[C], ds;
     memset(&k, 0, sizeof k);
-    Rng r = rng_stream(2, 280 + kind);
-    fill_input(k.x, N * C, &r);
-    fill_gain(k.w, C, &r);
-    fill_normal(k.b, C, 1, &r);
-    fill_normal(k.R, N * C, 1, &r);
+    fill_operands(k.x, k.w, k.b, k.R, 280 + kind);
     k.scale = 0.9;
     int gain = NORM_OPS[kind].has_weight, bias = kind == NORM_LAYERNORM || kind == NORM_DYT;
     k.nm = (Norm){.kind = kind, .eps = EPS, .kappa = KAPPA, .weight = gain ? k.w : NULL, .bias = bias ? k.b : NULL,
