@@ -193,7 +193,7 @@ static void test_decoder_mixed_table(void) {
     c.n_layer = 7;
     c.n_blocks = 7;
     for (int l = 0; l < 7; l++)
-        c.blocks[l] = (BlockSpec){(Placement)placement_by_name(places[l]), norm_by_name(norms[l])};
+        c.blocks[l] = (BlockSpec){(Placement)placement_by_name(places[l]), norm_by_name(norms[l]), 0};
     c.embed_scale = 1;
     snprintf(c.final_norm, sizeof c.final_norm, "none");
     config_validate(&c);
