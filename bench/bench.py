@@ -27,7 +27,7 @@ import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ["pre_ln", "post_ln", "mix_ln", "hybridnorm", "hybridnorm_star", "pre_rmsnorm", "pre_rmsnorm_centered",
-           "pre_crmsnorm", "dyt", "bhyt", "bhyt_star"]
+           "pre_crmsnorm", "dyt", "bhyt", "bhyt_star", "derf", "pre_ln_qknorm"]
 
 
 def run(cmd, env=None):

@@ -6,7 +6,8 @@
 #include <string.h>
 
 static const char *METHODS[] = {"pre_ln", "post_ln", "mix_ln", "hybridnorm", "hybridnorm_star", "pre_rmsnorm",
-                                "pre_rmsnorm_centered", "pre_crmsnorm", "dyt", "bhyt", "bhyt_star"};
+                                "pre_rmsnorm_centered", "pre_crmsnorm", "dyt", "bhyt", "bhyt_star", "derf",
+                                "pre_ln_qknorm"};
 
 static void test_every_method_learns(void) {
     static char out[1 << 16];
