@@ -58,6 +58,23 @@ static const ParityCase cases[] = {
      "--model.bias=false --model.pos=rope --model.rope_theta=500000 --model.ffn=swiglu --model.init=llama "
      "--model.dyt_alpha_attn=0.8 --model.dyt_alpha_ffn=0.5"},
     {"mix_rmsnorm", "configs/mix_ln.json", "--model.mix_post_layers=3 --model.norm=rmsnorm --model.norm_eps=1e-6"},
+    // Derf (beta without model.bias, distinct alphas, a shift) and QK-norm in both modes, with and without
+    // gains, on RoPE, GQA, HybridNorm*, BHyT and Derf, per block.
+    {"derf", "configs/derf.json", ""},
+    {"derf_llama", "configs/derf.json",
+     "--model.bias=false --model.pos=rope --model.ffn=swiglu --model.init=llama --model.derf_alpha=0.7 "
+     "--model.derf_alpha_attn=1.2 --model.derf_shift=0.1 --model.placement=post"},
+    {"pre_ln_qknorm", "configs/pre_ln_qknorm.json", ""},
+    {"qknorm_full_rope_gqa", "configs/pre_ln_qknorm.json",
+     "--model.qk_norm_mode=full --model.pos=rope --model.n_kv_head=2 --model.norm=rmsnorm"},
+    {"qknorm_hybrid_star", "configs/hybridnorm_star.json",
+     "--model.init=mixln --model.qk_norm=true --model.pos=rope --model.n_kv_head=2"},
+    {"qknorm_bhyt_nogain", "configs/bhyt.json", "--model.qk_norm=true --model.qk_norm_affine=false --model.pos=rope"},
+    {"qknorm_blocks", "configs/default.json",
+     "'--model.blocks=[{\"placement\":\"post\",\"norm\":\"derf\",\"qk_norm\":true},{\"placement\":"
+     "\"hybrid_star\",\"norm\":\"rmsnorm\"},{\"placement\":\"bhyt\",\"norm\":\"bhyt\",\"qk_norm\":true},"
+     "{\"placement\":\"pre\",\"norm\":\"derf\"}]' --model.qk_norm_mode=full --model.final_norm=derf "
+     "--train.recompute=true"},
 };
 #define N_CASES (int)(sizeof cases / sizeof cases[0])
 
