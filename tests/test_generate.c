@@ -205,6 +205,15 @@ static void test_decoder_mixed_table(void) {
     gpt_free(&m);
 }
 
+// The decoder of `c` (validated) against its full forward, its parameters perturbed from `seed`.
+static void check_decoder(const Config *c, uint64_t seed, const char *label) {
+    GPT m;
+    build_perturbed(&m, c, seed);
+    double diff = decoder_vs_forward(&m, seed);
+    CHECK(diff < 1e-10, "%s: cached logits differ from the full forward by %.3e (relative)", label, diff);
+    gpt_free(&m);
+}
+
 // QK-norm (keys cached after it and RoPE) in both modes, with and without gains, on the placements it
 // stacks with (HybridNorm's QKV-norm, BHyT's shared statistic, the zero-mean and compressed streams),
 // per block, each with the LLaMA options.
@@ -229,12 +238,10 @@ static void test_decoder_qk_norm(void) {
                 snprintf(c.pos, sizeof c.pos, "rope");
             }
             c = test_size(c, llama && !c.center_stream);
-            GPT m;
-            build_perturbed(&m, &c, 51 + i);
-            double diff = decoder_vs_forward(&m, 51 + i);
-            CHECK(diff < 1e-10, "%s + qk-norm %s%s%s: cached logits differ from the full forward by %.3e", cases[i].method,
-                  cases[i].mode, cases[i].affine ? "" : " (no gain)", llama ? " (llama options)" : "", diff);
-            gpt_free(&m);
+            char label[128];
+            snprintf(label, sizeof label, "%s + qk-norm %s%s%s", cases[i].method, cases[i].mode,
+                     cases[i].affine ? "" : " (no gain)", llama ? " (llama options)" : "");
+            check_decoder(&c, 51 + i, label);
         }
     }
     Config c = method_config("pre_ln", 1);
@@ -243,11 +250,7 @@ static void test_decoder_qk_norm(void) {
                               "{\"placement\":\"hybrid_star\",\"norm\":\"rmsnorm\"},"
                               "{\"placement\":\"bhyt\",\"norm\":\"bhyt\",\"qk_norm\":true}]");
     config_validate(&c);
-    GPT m;
-    build_perturbed(&m, &c, 61);
-    double diff = decoder_vs_forward(&m, 61);
-    CHECK(diff < 1e-10, "per-block qk-norm table: relative difference %.3e", diff);
-    gpt_free(&m);
+    check_decoder(&c, 61, "per-block qk-norm table");
 }
 
 // Greedy generation past the cache: each token must be the argmax of the full forward over what
