@@ -19,7 +19,7 @@ static char out[1 << 16];
 
 typedef struct { const char *name, *config, *overrides; } ParityCase;
 
-// HybridNorm runs start from init mixln: with GPT-2's init the un-normalized block input is so small
+// HybridNorm and QK-norm runs start from init mixln: with GPT-2's init the un-normalized block input is so small
 // that the qkv biases dominate every key, attention stays uniform and the q/k-norm gains get gradients
 // of 1e-8 to 1e-11 made of cancelling terms, which fp32 resolves to no better than 10% (PyTorch's fp32
 // as much as normgpt's, against fp64).
@@ -64,17 +64,17 @@ static const ParityCase cases[] = {
     {"derf_llama", "configs/derf.json",
      "--model.bias=false --model.pos=rope --model.ffn=swiglu --model.init=llama --model.derf_alpha=0.7 "
      "--model.derf_alpha_attn=1.2 --model.derf_shift=0.1 --model.placement=post"},
-    {"pre_ln_qknorm", "configs/pre_ln_qknorm.json", ""},
+    {"pre_ln_qknorm", "configs/pre_ln_qknorm.json", "--model.init=mixln"},
     {"qknorm_full_rope_gqa", "configs/pre_ln_qknorm.json",
-     "--model.qk_norm_mode=full --model.pos=rope --model.n_kv_head=2 --model.norm=rmsnorm"},
+     "--model.init=mixln --model.qk_norm_mode=full --model.pos=rope --model.n_kv_head=2 --model.norm=rmsnorm"},
     {"qknorm_hybrid_star", "configs/hybridnorm_star.json",
      "--model.init=mixln --model.qk_norm=true --model.pos=rope --model.n_kv_head=2"},
-    {"qknorm_bhyt_nogain", "configs/bhyt.json", "--model.qk_norm=true --model.qk_norm_affine=false --model.pos=rope"},
+    {"qknorm_bhyt_nogain", "configs/bhyt.json", "--model.init=mixln --model.qk_norm=true --model.qk_norm_affine=false --model.pos=rope"},
     {"qknorm_blocks", "configs/default.json",
      "'--model.blocks=[{\"placement\":\"post\",\"norm\":\"derf\",\"qk_norm\":true},{\"placement\":"
      "\"hybrid_star\",\"norm\":\"rmsnorm\"},{\"placement\":\"bhyt\",\"norm\":\"bhyt\",\"qk_norm\":true},"
      "{\"placement\":\"pre\",\"norm\":\"derf\"}]' --model.qk_norm_mode=full --model.final_norm=derf "
-     "--train.recompute=true"},
+     "--model.init=mixln --train.recompute=true"},
 };
 #define N_CASES (int)(sizeof cases / sizeof cases[0])
 
