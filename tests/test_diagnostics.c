@@ -147,6 +147,31 @@ static void test_diag_tanh_sites(void) {
     }
 }
 
+// Derf at initialization: gains 1 and betas 0, so each site's saved output is erf(alpha x + s); with a
+// nonzero shift the saturated share is asymmetric in x, which the count must follow. alpha and s per site.
+static void test_diag_derf_sites(void) {
+    Config c = tiny_config(0, 1);
+    c.n_layer = 2;
+    use_preset(&c, "pre", "derf", "auto");
+    c.derf_alpha_attn = 60;  // large enough that some values saturate (inputs are near 0.03 at init)
+    c.derf_alpha_other = 40;
+    c.derf_shift = 0.5;
+    GPT m;
+    Diagnostics d;
+    diagnose(&m, &d, c);
+    size_t NS = (size_t)B_TEST * T_TEST * m.S;
+    for (int l = 0; l < m.L; l++) {
+        const BlockActs *a = &m.fwd.blocks[l];
+        double s1 = fraction_above(a->n1, NS), s2 = fraction_above(a->n2, NS);
+        CHECK(s1 > 0 && s1 < 1 && close_to(d.sat1[l], s1), "derf block %d: sat1 %g, from the output %g", l, d.sat1[l], s1);
+        CHECK(s2 > 0 && s2 < 1 && close_to(d.sat2[l], s2), "derf block %d: sat2 %g, from the output %g", l, d.sat2[l], s2);
+        CHECK(d.scale1[l] == 60 && d.scale2[l] == 40 && d.shift1[l] == 0.5 && d.shift2[l] == 0.5,
+              "derf block %d: alphas %g %g, shifts %g %g", l, d.scale1[l], d.scale2[l], d.shift1[l], d.shift2[l]);
+    }
+    diag_free(&d);
+    gpt_free(&m);
+}
+
 // Skipping block k of an L-block model gives the logits of the (L-1)-block model built without it
 // (same parameters by name, later blocks renumbered), for placements that differ per block.
 static void check_skip_equals_removed(const char *placement, const char *norm, int k) {
@@ -348,6 +373,7 @@ const TestCase diag_tests[] = {
     {"diag_grad_norms", test_diag_grad_norms},
     {"diag_hidden_states", test_diag_hidden_states},
     {"diag_tanh_sites", test_diag_tanh_sites},
+    {"diag_derf_sites", test_diag_derf_sites},
     {"probe_skip_equals_removed", test_probe_skip_equals_removed},
     {"diag_log_and_probe_cli", test_diag_log_and_probe_cli},
     {"compare_and_plot_scripts", test_compare_and_plot_scripts},
