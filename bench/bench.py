@@ -34,7 +34,8 @@ import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ["pre_ln", "post_ln", "mix_ln", "hybridnorm", "hybridnorm_star", "pre_rmsnorm", "pre_rmsnorm_centered",
-           "pre_crmsnorm", "dyt", "bhyt", "bhyt_star", "peri_ln", "deepnorm", "lns"]
+           "pre_crmsnorm", "dyt", "bhyt", "bhyt_star", "peri_ln", "deepnorm", "lns", "derf",
+           "pre_ln_qknorm"]
 
 
 # Every program of the four-way comparison runs in this environment: passive OpenMP waits (spinning

@@ -21,6 +21,7 @@ typedef double real;
 #define real_exp exp
 #define real_log log
 #define real_tanh tanh
+#define real_erf erf
 #define real_sqrt sqrt
 #else
 typedef float real;
@@ -30,6 +31,7 @@ typedef float real;
 #define real_exp fast_expf
 #define real_log logf
 #define real_tanh fast_tanhf
+#define real_erf fast_erff
 #define real_sqrt sqrtf
 #endif
 

@@ -81,6 +81,14 @@ static const ConfigKey KEYS[] = {
     {"model.lns",                KEY_BOOL,   F(lns),                "false", 0, 1, NULL},
     {"model.lns_scaled_init",    KEY_BOOL,   F(lns_scaled_init),    "false", 0, 1, NULL},
     {"model.embed_norm",         KEY_BOOL,   F(embed_norm),         "false", 0, 1, NULL},
+    {"model.derf_alpha",         KEY_FLOAT,  F(derf_alpha),         "1.0",   0, 100, NULL},
+    {"model.derf_alpha_attn",    KEY_FLOAT,  F(derf_alpha_attn),    "0",     0, 100, NULL},
+    {"model.derf_alpha_other",   KEY_FLOAT,  F(derf_alpha_other),   "0",     0, 100, NULL},
+    {"model.derf_shift",         KEY_FLOAT,  F(derf_shift),         "0.0",   -100, 100, NULL},
+    {"model.qk_norm",            KEY_BOOL,   F(qk_norm),            "false", 0, 1, NULL},
+    {"model.qk_norm_mode",       KEY_STRING, F(qk_norm_mode),       "head",  0, 0, "head|full"},
+    {"model.qk_norm_affine",     KEY_BOOL,   F(qk_norm_affine),     "true",  0, 1, NULL},
+    {"model.qk_norm_eps",        KEY_FLOAT,  F(qk_norm_eps),        "1e-6",  0, 1, NULL},
     {"train.batch_size",         KEY_INT,    F(batch_size),         "16",    1, 1 << 20, NULL},
     {"train.seq_len",            KEY_INT,    F(seq_len),            "256",   1, 1 << 20, NULL},
     {"train.total_batch_tokens", KEY_INT,    F(total_batch_tokens), "4096",  1, BIG, NULL},
@@ -233,7 +241,8 @@ static void set_from_json(Config *c, const ConfigKey *k, const cJSON *item, cons
     else set_number(c, k, item->valuedouble, source);
 }
 
-// model.blocks: an array of {"placement": P, "norm": N}; a missing norm means model.norm.
+// model.blocks: an array of {"placement": P, "norm": N, "qk_norm": B}; a missing norm means model.norm,
+// a missing qk_norm model.qk_norm.
 static void set_blocks(Config *c, const cJSON *array, const char *source) {
     names_from_tables();
     if (!cJSON_IsArray(array) || cJSON_GetArraySize(array) < 1 || cJSON_GetArraySize(array) > MAX_LAYERS)
@@ -243,8 +252,15 @@ static void set_blocks(Config *c, const cJSON *array, const char *source) {
         BlockSpec *spec = &c->blocks[c->n_blocks];
         int placement = -1;
         spec->norm = NORM_NONE;
+        spec->qk_norm = QK_NORM_UNSET;
         if (!cJSON_IsObject(b)) die(EXIT_CONFIG, "%s: model.blocks[%d] must be an object", source, c->n_blocks);
         for (const cJSON *item = b->child; item; item = item->next) {
+            if (!strcmp(item->string, "qk_norm")) {
+                if (!cJSON_IsBool(item))
+                    die(EXIT_CONFIG, "%s: model.blocks[%d].qk_norm must be true or false", source, c->n_blocks);
+                spec->qk_norm = cJSON_IsTrue(item);
+                continue;
+            }
             int is_placement = !strcmp(item->string, "placement"), is_norm = !strcmp(item->string, "norm");
             if (!is_placement && !is_norm)
                 die(EXIT_CONFIG, "%s: unknown key model.blocks[%d].%s", source, c->n_blocks, item->string);
@@ -388,7 +404,8 @@ static void resolve_blocks(Config *c) {
             Placement p;
             if (mix) p = l < n_post ? PLACE_POST : PLACE_PRE;
             else p = (Placement)placement_by_name(c->placement);  // a table name: checked when it was set
-            c->blocks[l] = (BlockSpec){.placement = l == 0 ? p : PLACEMENTS[p].preset_rest, .norm = NORM_NONE};
+            c->blocks[l] = (BlockSpec){.placement = l == 0 ? p : PLACEMENTS[p].preset_rest, .norm = NORM_NONE,
+                                       .qk_norm = QK_NORM_UNSET};
         }
         c->n_blocks = L;
     }
@@ -399,6 +416,7 @@ static void resolve_blocks(Config *c) {
     for (int l = 0; l < L; l++) {
         BlockSpec *b = &c->blocks[l];
         if (b->norm == NORM_NONE) b->norm = norm_by_name(c->norm);
+        if (b->qk_norm == QK_NORM_UNSET) b->qk_norm = c->qk_norm;
         const PlacementSpec *p = &PLACEMENTS[b->placement];
         const NormOp *op = &NORM_OPS[b->norm];
         const char *why = placement_refuses(b->placement, b->norm);
@@ -476,7 +494,8 @@ const char *config_first_difference(const Config *a, const Config *b) {
     }
     if (a->n_blocks != b->n_blocks) return "model.blocks";
     for (int l = 0; l < a->n_blocks; l++)
-        if (a->blocks[l].placement != b->blocks[l].placement || a->blocks[l].norm != b->blocks[l].norm)
+        if (a->blocks[l].placement != b->blocks[l].placement || a->blocks[l].norm != b->blocks[l].norm ||
+            a->blocks[l].qk_norm != b->blocks[l].qk_norm)
             return "model.blocks";
     return NULL;
 }
@@ -505,6 +524,9 @@ char *config_to_json(const Config *c) {
             cJSON *b = cJSON_CreateObject();
             cJSON_AddStringToObject(b, "placement", PLACEMENTS[c->blocks[l].placement].name);
             if (c->blocks[l].norm != NORM_NONE) cJSON_AddStringToObject(b, "norm", NORM_OPS[c->blocks[l].norm].name);
+            // Only where it differs from model.qk_norm, which a block without the key takes.
+            if (c->blocks[l].qk_norm != QK_NORM_UNSET && c->blocks[l].qk_norm != c->qk_norm)
+                cJSON_AddBoolToObject(b, "qk_norm", c->blocks[l].qk_norm);
             cJSON_AddItemToArray(blocks, b);
         }
     }

@@ -10,9 +10,11 @@
 #define MAX_OUTLIER_WINDOW 1000
 
 // One block's normalization: where (placement) and which operator (norm), rows of the tables in
-// placement.h and norms.h. Names are resolved when the config is read; norm is NORM_NONE until
-// config_validate fills it from model.norm.
-typedef struct { Placement placement; NormKind norm; } BlockSpec;
+// placement.h and norms.h, and whether q and k get QK-norm. Names are resolved when the config is
+// read; norm is NORM_NONE and qk_norm QK_NORM_UNSET until config_validate fills them from model.norm
+// and model.qk_norm.
+#define QK_NORM_UNSET (-1)
+typedef struct { Placement placement; NormKind norm; int qk_norm; } BlockSpec;
 
 typedef struct {
     // model
@@ -22,6 +24,10 @@ typedef struct {
     double mix_ratio, norm_eps, rope_theta, init_std, dyt_alpha_attn, dyt_alpha_ffn;
     double deepnorm_alpha, deepnorm_beta;  // 0: the decoder-only formulas (2L)^1/4, (8L)^-1/4
     double bhyt_kappa, bhyt_lambda1, bhyt_lambda2, bhyt_final_lambda;
+    double derf_alpha, derf_alpha_attn, derf_alpha_other, derf_shift;  // alpha_attn/_other: 0 = derf_alpha
+    int qk_norm, qk_norm_affine;
+    double qk_norm_eps;
+    char qk_norm_mode[CONFIG_STR];
     char placement[CONFIG_STR], norm[CONFIG_STR], final_norm[CONFIG_STR], ffn[CONFIG_STR], pos[CONFIG_STR],
         init[CONFIG_STR];
     // model.blocks: per-block table; empty until given or expanded from the preset by config_validate

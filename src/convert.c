@@ -98,6 +98,10 @@ void convert_model(const GPT *src, const Config *src_cfg, ConvertKind kind, GPT 
         const Block *s = &src->blocks[l], *t = &dst->blocks[l];
         copy_gain(&t->n1, &s->n1, d);
         convert_reader(&t->qkv, &s->qkv, QKV, d, &s->n1, compress);
+        if (s->qkn.gq) {  // QK-norm sees the same q and k after the fold: its gains carry over
+            memcpy(t->qkn.gq, s->qkn.gq, (size_t)(s->qkn.full ? src->H * src->hs : src->hs) * sizeof(real));
+            memcpy(t->qkn.gk, s->qkn.gk, (size_t)(s->qkn.full ? src->Hkv * src->hs : src->hs) * sizeof(real));
+        }
         convert_linear_writer(&t->attn_proj, &s->attn_proj, src->C, d, S);
         copy_gain(&t->n2, &s->n2, d);
         convert_reader(&t->fc, &s->fc, FC, d, &s->n2, compress);

@@ -6,14 +6,14 @@
 #include <stddef.h>
 #include <string.h>
 
-#define TANH_SATURATED 0.95
+#define SATURATED 0.95  // |f(z)| above this counts as saturated (tanh or erf)
 
 // Every per-block series: its JSON name and where Diagnostics holds it, in the order written.
 #define SERIES(name) {#name, offsetof(Diagnostics, name)}
 static const struct { const char *name; size_t offset; } SERIES_TABLE[] = {
     SERIES(grad_norm), SERIES(ffn_grad_norm), SERIES(rms), SERIES(var), SERIES(angle), SERIES(scale1),
-    SERIES(scale2), SERIES(sat1), SERIES(sat2), SERIES(ms_approx), SERIES(ms_actual), SERIES(out_rms1),
-    SERIES(out_rms2),
+    SERIES(scale2), SERIES(sat1), SERIES(sat2), SERIES(ms_approx), SERIES(ms_actual), SERIES(shift1), SERIES(shift2),
+    SERIES(out_rms1), SERIES(out_rms2),
 };
 #undef SERIES
 #define N_SERIES (sizeof SERIES_TABLE / sizeof SERIES_TABLE[0])
@@ -31,25 +31,37 @@ void diag_free(Diagnostics *d) {
     memset(d, 0, sizeof *d);
 }
 
-// Fraction of the N x S values of a DyT or BHyT site whose tanh exceeds TANH_SATURATED in magnitude:
-// |tanh(k * x * r)| > t  <=>  |k * x * r| > atanh(t), with k = alpha (DyT, r = 1) or lambda / kappa and
-// r = the row's saved rstd, r_row[n * r_stride] (BHyT). NaN for the other norms, which have no tanh.
+// The z beyond which |f(z)| > SATURATED: atanh, or erf's inverse by Newton's method (erf is concave on
+// z > 0: after the first step the iterates rise to the root).
+static double saturation_limit(Squash fn) {
+    if (fn == SQUASH_TANH) return atanh(SATURATED);
+    double z = 2;
+    for (int i = 0; i < 30; i++) z -= (erf(z) - SATURATED) / (M_2_SQRTPI * exp(-z * z));
+    return z;
+}
+
+// Fraction of the N x S values of a DyT, Derf or BHyT site whose f exceeds SATURATED in magnitude:
+// |f(k * x * r + shift)| > t  <=>  |k * x * r + shift| > f^-1(t), with k = alpha (DyT, Derf; r = 1) or
+// lambda / kappa and r = the row's saved rstd, r_row[n * r_stride] (BHyT), and shift Derf's s (else 0).
+// NaN for the other norms, which have no squashing function.
 static double saturation(const Norm *nm, const real *inp, const real *r_row, int r_stride, int N, int S) {
     const NormOp *op = &NORM_OPS[nm->kind];
-    if (!op->tanh) return NAN;
+    if (op->squash == SQUASH_NONE) return NAN;
     int rstd = op->tanh_rstd;
-    double k = rstd ? nm->scale[0] / nm->kappa : nm->scale[0], limit = atanh(TANH_SATURATED);
+    double k = rstd ? nm->scale[0] / nm->kappa : nm->scale[0], limit = saturation_limit(op->squash);
+    double shift = nm->shift ? nm->shift[0] : 0;
     long count = 0;
     #pragma omp parallel for reduction(+:count)
     for (int n = 0; n < N; n++) {
-        double kr = fabs(k * (rstd ? r_row[(size_t)n * r_stride] : 1.0));
+        double kr = k * (rstd ? r_row[(size_t)n * r_stride] : 1.0);
         const real *x = inp + (size_t)n * S;
-        for (int c = 0; c < S; c++) count += fabs((double)x[c]) * kr > limit;
+        for (int c = 0; c < S; c++) count += fabs(kr * x[c] + shift) > limit;
     }
     return (double)count / ((double)N * S);
 }
 
 static double norm_scale(const Norm *nm) { return nm->scale ? nm->scale[0] : NAN; }
+static double norm_shift(const Norm *nm) { return nm->shift ? nm->shift[0] : NAN; }
 
 // rms, var and angle of one block from its input x and output y.
 static void hidden_state_stats(double *rms, double *var, double *angle, const real *x, const real *y, int N, int S) {
@@ -106,6 +118,8 @@ void diag_compute(Diagnostics *d, const GPT *m, int B, int T) {
         int site1 = p->attn_in_norm || p->attn_post_norm, site2 = p->ffn_in_norm || p->ffn_post_norm;
         d->scale1[l] = site1 ? norm_scale(&b->n1) : NAN;
         d->scale2[l] = site2 ? norm_scale(&b->n2) : NAN;
+        d->shift1[l] = site1 ? norm_shift(&b->n1) : NAN;
+        d->shift2[l] = site2 ? norm_shift(&b->n2) : NAN;
         // With train.recompute the blocks share one set of saved tensors (block 0's after the backward):
         // only the block outputs are each block's own, so the site statistics are not available.
         site1 &= !m->recompute;

@@ -9,10 +9,11 @@
 //   rms            sqrt(mean over tokens and features of y^2)
 //   var            mean over tokens of the biased variance of y over features (BHyT's Fig. 3)
 //   angle          mean over tokens of arccos(cos(x, y)) / pi: 0 = the block leaves the direction alone
-//   scale1/scale2  DyT alpha or BHyT lambda of the block's first and second norm (NaN elsewhere)
-//   sat1/sat2      fraction of |tanh| > 0.95 at those DyT/BHyT sites (NaN at other norms)
+//   scale1/scale2  DyT or Derf alpha, or BHyT lambda, of the block's first and second norm (NaN elsewhere)
+//   sat1/sat2      fraction of |tanh| or |erf| > 0.95 at those DyT/BHyT/Derf sites (NaN at other norms)
 //   ms_approx/ms_actual  BHyT's second site: mean over tokens of the mean square it assumes
 //                  (block input's mean(x^2) + correction) and of the actual mean(h^2) (NaN elsewhere)
+//   shift1/shift2  Derf's shift s of the block's first and second norm (NaN elsewhere)
 //   out_rms1/out_rms2  Peri-LN: RMS of the attention and FFN outputs before their output norms (the
 //                  sublayer output size the norm removes; NaN for blocks without output norms)
 // With train.recompute only the block outputs stay saved per block: sat, ms and out_rms are then NaN.
@@ -25,6 +26,7 @@
 typedef struct {
     int L;
     double *grad_norm, *ffn_grad_norm, *rms, *var, *angle, *scale1, *scale2, *sat1, *sat2, *ms_approx, *ms_actual;
+    double *shift1, *shift2;
     double *out_rms1, *out_rms2;
 } Diagnostics;
 

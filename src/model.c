@@ -39,6 +39,9 @@ static const char *tname(char *buf, const char *prefix, const char *suffix) {
     return buf;
 }
 
+// The double key of cfg at byte offset `offset` (a NORM_OPS init column).
+static double config_double(const Config *cfg, size_t offset) { return *(const double *)((const char *)cfg + offset); }
+
 // The parameters of one norm operator of `width` features at `site`, as its NORM_OPS row says.
 static void norm_params(GPT *m, Norm *nm, NormKind kind, NormSite site, const Config *cfg, const char *prefix,
                         int width) {
@@ -49,13 +52,18 @@ static void norm_params(GPT *m, Norm *nm, NormKind kind, NormSite site, const Co
     nm->eps = (real)(op->fixed_eps > 0 ? op->fixed_eps : cfg->norm_eps);
     nm->kappa = m->bhyt_kappa;
     if (op->has_scale) {
-        double init = *(const double *)((const char *)cfg + op->scale_init[site]);
+        double init = config_double(cfg, op->scale_init[site]);
+        if (init == 0 && op->scale_unset) init = config_double(cfg, op->scale_unset);
         param(m, &nm->scale, &nm->dscale, 1, 1, 0, INIT_CONST, init, tname(buf, prefix, ".scale"));
     }
+    if (op->has_shift)
+        param(m, &nm->shift, &nm->dshift, 1, 1, 0, INIT_CONST, config_double(cfg, op->shift_init),
+              tname(buf, prefix, ".shift"));
     if (op->has_weight)
         param(m, &nm->weight, &nm->dweight, width, 1, 0, INIT_CONST, 1.0, tname(buf, prefix, ".weight"));
-    int bias = cfg->bias && (op->bias == BIAS_WITH_MODEL_BIAS ||
-                             (op->bias == BIAS_ON_CENTERED_STREAM && m->center_stream));
+    int bias = op->bias == BIAS_ALWAYS ||
+               (cfg->bias && (op->bias == BIAS_WITH_MODEL_BIAS ||
+                              (op->bias == BIAS_ON_CENTERED_STREAM && m->center_stream)));
     if (bias) param(m, &nm->bias, &nm->dbias, width, 1, 0, INIT_ZEROS, 0, tname(buf, prefix, ".bias"));
 }
 
@@ -125,6 +133,15 @@ static void layout_params(GPT *m, const Config *cfg) {
             param(m, &b->gk, &b->dgk, m->hs, 1, 0, INIT_CONST, 1.0, tname(buf, prefix, ".attn.k_norm.weight"));
             param(m, &b->gv, &b->dgv, m->hs, 1, 0, INIT_CONST, 1.0, tname(buf, prefix, ".attn.v_norm.weight"));
         }
+        b->qkn = (QkNorm){.on = cfg->blocks[l].qk_norm, .full = name_is(cfg->qk_norm_mode, "full"),
+                          .eps = (real)cfg->qk_norm_eps};
+        if (b->qkn.on && cfg->qk_norm_affine) {
+            int full = b->qkn.full, hs = m->hs;
+            param(m, &b->qkn.gq, &b->qkn.dgq, full ? m->H * hs : hs, 1, 0, INIT_CONST, 1.0,
+                  tname(buf, prefix, ".attn.qknorm_q.weight"));
+            param(m, &b->qkn.gk, &b->qkn.dgk, full ? m->Hkv * hs : hs, 1, 0, INIT_CONST, 1.0,
+                  tname(buf, prefix, ".attn.qknorm_k.weight"));
+        }
         // DeepNorm: gain 1 for Q and K, beta for V, the output projection and both FFN matrices
         // (each half of a SwiGLU fc a slice of its own).
         int xavier = place->xavier_init, Hq = m->H * m->hs, Hk = m->Hkv * m->hs, F = m->F;
@@ -184,9 +201,10 @@ static void take_norm_site(Arena *arena, real **out, real **stats, size_t N, siz
     *stats = arena_take(arena, N * NORM_STATS_PER_ROW);
 }
 
-// One block's saved tensors for N = B*T tokens. With `shared` every tensor but the block's own output
-// points into `shared`, one set sized for any block, which the backward refills block by block.
-static void layout_block_acts(const GPT *m, BlockActs *a, const PlacementSpec *p, const BlockActs *shared,
+// One block's saved tensors for N = B*T tokens, for placement p, with QK-norm if `qk`. With `shared`
+// every tensor but the block's own output points into `shared`, one set sized for any block, which the
+// backward refills block by block.
+static void layout_block_acts(const GPT *m, BlockActs *a, const PlacementSpec *p, int qk, const BlockActs *shared,
                               Arena *arena, int B, int T) {
     size_t N = (size_t)B * T, C = m->C, S = m->S;
     size_t QKV = (size_t)(m->H + 2 * m->Hkv) * m->hs, FC = m->swiglu ? 2 * (size_t)m->F : (size_t)m->F;
@@ -198,8 +216,12 @@ static void layout_block_acts(const GPT *m, BlockActs *a, const PlacementSpec *p
         if (p->attn_in_norm) take_norm_site(arena, &a->n1, &a->n1_stats, N, S);
         a->qkv_raw = arena_take(arena, N * QKV);
         if (p->qkv_norm) {
-            a->qkv = arena_take(arena, N * QKV);
+            a->qkv_normed = arena_take(arena, N * QKV);
             a->qkv_stats = arena_take(arena, N * (m->H + 2 * m->Hkv));
+        }
+        if (qk) {
+            a->qkv = arena_take(arena, N * QKV);
+            a->qk_stats = arena_take(arena, N * QKNORM_STATS_PER_TOKEN(m->H, m->Hkv));
         }
         a->att = arena_take(arena, (size_t)B * m->H * T * T);
         a->atty = arena_take(arena, N * C);
@@ -216,7 +238,8 @@ static void layout_block_acts(const GPT *m, BlockActs *a, const PlacementSpec *p
         else if (p->ffn_out_norm) a->out = arena_take(arena, N * S);
     }
     // What the placement lacks aliases what takes its place.
-    if (!p->qkv_norm) a->qkv = a->qkv_raw;
+    if (!p->qkv_norm) a->qkv_normed = a->qkv_raw;
+    if (!qk) a->qkv = a->qkv_normed;
     if (!p->attn_post_norm && !p->attn_out_norm) a->h = a->res_attn;
     if (!p->ffn_post_norm && !p->ffn_out_norm) {
         if (shared) a->res_ffn = a->out;  // the block's own output, the next block's input: kept
@@ -233,9 +256,12 @@ void gpt_layout_forward(const GPT *m, ForwardActs *f, Arena *arena, int B, int T
     if (m->has_embed_norm) take_norm_site(arena, &f->embed_in, &f->embed_stats, N, S);
     f->encoded = arena_take(arena, N * S);
     BlockActs one_set;
-    if (shared) layout_block_acts(m, &one_set, &ALL_SITES, NULL, arena, B, T);
+    int any_qk = 0;
+    for (int l = 0; l < m->L; l++) any_qk |= m->blocks[l].qkn.on;
+    if (shared) layout_block_acts(m, &one_set, &ALL_SITES, any_qk, NULL, arena, B, T);
     for (int l = 0; l < m->L; l++)
-        layout_block_acts(m, &f->blocks[l], m->blocks[l].place, shared ? &one_set : NULL, arena, B, T);
+        layout_block_acts(m, &f->blocks[l], m->blocks[l].place, m->blocks[l].qkn.on, shared ? &one_set : NULL, arena,
+                          B, T);
     if (m->has_final_norm) take_norm_site(arena, &f->lnf_out, &f->lnf_stats, N, S);
     f->logits = arena_take(arena, N * m->V);
 }
@@ -518,8 +544,11 @@ static void block_forward(const GPT *m, ForwardActs *f, int l, int B, int T, con
     }
     TIMED("matmul qkv (fwd)", 2 * n * S * QKV, linear_forward(m, at, a->qkv_raw, NULL, attn_in, &b->qkv, N, S, QKV));
     if (p->qkv_norm)
-        TIMED("qkv-norm (fwd)", 0, qkvnorm_forward(a->qkv, a->qkv_stats, a->qkv_raw, b->gq, b->gk, b->gv, b->qkv_eps,
-                                                   N, m->H, m->Hkv, m->hs));
+        TIMED("qkv-norm (fwd)", 0, qkvnorm_forward(a->qkv_normed, a->qkv_stats, a->qkv_raw, b->gq, b->gk, b->gv,
+                                                   b->qkv_eps, N, m->H, m->Hkv, m->hs));
+    if (b->qkn.on)
+        TIMED("qk-norm (fwd)", 0, qknorm_forward(a->qkv, a->qk_stats, a->qkv_normed, b->qkn.gq, b->qkn.gk, b->qkn.eps,
+                                                 b->qkn.full, N, m->H, m->Hkv, m->hs));
     if (m->rope) {
         size_t from = (size_t)pos0 * (m->hs / 2);
         TIMED("rope (fwd)", 0, rope_forward(a->qkv, m->rope_cos + from, m->rope_sin + from, B, T, m->H, m->Hkv, m->hs));
@@ -618,11 +647,17 @@ static void block_backward(GPT *m, int l, int B, int T) {
           linear_backward(m, m->dC, &b->attn_proj, dattn_out, a->atty, N, C, S));
     TIMED("attention (bwd)", 8 * n * T * C, attention_full_backward(m, l, a, B, T));
     if (m->rope) TIMED("rope (bwd)", 0, rope_backward(m->dqkv, m->rope_cos, m->rope_sin, B, T, m->H, m->Hkv, m->hs));
-    const real *dqkv = m->dqkv;
+    // dL/dqkv crosses QK-norm, then QKV-norm, each from one of the two buffers into the other.
+    real *dqkv = m->dqkv, *spare = m->dqkv_raw, *t;
+    if (b->qkn.on) {
+        TIMED("qk-norm (bwd)", 0, qknorm_backward(spare, b->qkn.dgq, b->qkn.dgk, dqkv, a->qkv_normed, a->qk_stats,
+                                                  b->qkn.gq, b->qkn.gk, b->qkn.full, N, m->H, m->Hkv, m->hs));
+        t = dqkv; dqkv = spare; spare = t;
+    }
     if (p->qkv_norm) {
-        TIMED("qkv-norm (bwd)", 0, qkvnorm_backward(m->dqkv_raw, b->dgq, b->dgk, b->dgv, m->dqkv, a->qkv_raw,
+        TIMED("qkv-norm (bwd)", 0, qkvnorm_backward(spare, b->dgq, b->dgk, b->dgv, dqkv, a->qkv_raw,
                                                     a->qkv_stats, b->gq, b->gk, b->gv, N, m->H, m->Hkv, m->hs));
-        dqkv = m->dqkv_raw;
+        t = dqkv; dqkv = spare; spare = t;
     }
     const real *attn_in = p->attn_in_norm ? a->n1 : x;
     TIMED("matmul qkv (bwd)", 4 * n * S * QKV,
@@ -768,9 +803,11 @@ void gpt_print_blocks(const GPT *m, FILE *out) {
         const Block *b = &m->blocks[l];
         const PlacementSpec *p = b->place;
         const Norm *nm = (p->attn_in_norm || p->attn_post_norm) ? &b->n1 : &b->n2;
-        fprintf(out, "  %3d  %-11s %-9s  attn: %s%s%s%s  ffn: %s%s%s%s", l, p->name, NORM_OPS[nm->kind].name,
+        const char *qk = !b->qkn.on ? "" : b->qkn.full ? (b->qkn.gq ? ", qk-norm (full)" : ", qk-norm (full, no gain)")
+                                                       : (b->qkn.gq ? ", qk-norm (head)" : ", qk-norm (head, no gain)");
+        fprintf(out, "  %3d  %-11s %-9s  attn: %s%s%s%s%s  ffn: %s%s%s%s", l, p->name, NORM_OPS[nm->kind].name,
                 p->attn_in_norm ? "norm before" : p->attn_post_norm ? "norm after residual" : "no norm",
-                p->attn_out_norm ? ", norm on output" : "", p->qkv_norm ? ", qkv-norm" : "", m->rope ? ", rope" : "",
+                p->attn_out_norm ? ", norm on output" : "", p->qkv_norm ? ", qkv-norm" : "", qk, m->rope ? ", rope" : "",
                 p->shared_stat ? "bhyt approx. (block statistic)" : p->ffn_in_norm ? "norm before" :
                 p->ffn_post_norm ? "norm after residual" : "no norm",
                 p->ffn_out_norm ? ", norm on output" : "", p->ffn_from_norm ? ", residual from norm" : "",

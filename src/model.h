@@ -40,12 +40,21 @@ typedef struct {
 // run, x16 holds the bf16 copy of its last forward's input, which its backward reuses.
 typedef struct { real *w, *b, *dw, *db; bf16 *x16; } Linear;
 
+// QK-norm (model.qk_norm, docs/norms.md): RMSNorm of the projected q and k, before RoPE, after the
+// QKV-norm of the HybridNorm placements when the block has both.
+typedef struct {
+    int on, full;               // per (token, head) over hs, or (full) per token over all of q and all of k
+    real eps;
+    real *gq, *gk, *dgq, *dgk;  // gains: hs each, or H*hs and Hkv*hs (full); NULL with qk_norm_affine false
+} QkNorm;
+
 typedef struct {
     const PlacementSpec *place;  // where the norms sit: a row of PLACEMENTS
     Norm n1, n2;                 // the attention-site and FFN-site norms (whichever the placement has)
     Norm n1o, n2o;               // Peri-LN's norms on the attention and FFN outputs
     real *gq, *gk, *gv, *dgq, *dgk, *dgv;  // QKV-norm gains (hs each)
     real qkv_eps;
+    QkNorm qkn;
     Linear qkv, attn_proj, fc, fc_proj;
     real *bhyt_c;         // BHyT: ||W_V W_O||_F^2 / (T d), refreshed from the weights
     // Where the block's parameters are stored, recorded when the layout is built: offsets
@@ -55,12 +64,12 @@ typedef struct {
 } Block;
 
 // Activations one block saves for its backward. Pointers of parts a placement lacks alias the
-// tensor that takes their place (e.g. qkv == qkv_raw without QKV-norm, h == res_attn without a
+// tensor that takes their place (e.g. qkv_normed == qkv_raw without QKV-norm, h == res_attn without a
 // post-norm).
 typedef struct {
     real *n1, *n1_stats;        // (N,S), (N,2)
-    real *qkv_raw, *qkv;        // (N,QKV) projection, then after QKV-norm and RoPE
-    real *qkv_stats;            // (N, H + 2 Hkv)
+    real *qkv_raw, *qkv_normed, *qkv;  // (N,QKV) projection, after QKV-norm, after QK-norm and RoPE
+    real *qkv_stats, *qk_stats; // (N, H + 2 Hkv), (N, H + Hkv)
     real *att;                  // (B,H,T,T) softmax probabilities
     real *atty;                 // (N,C) attention output before the projection
     real *res_attn, *h, *h_stats;  // (N,S) x + attention; h = N1(res_attn) for post

@@ -10,7 +10,7 @@
 // NORM_ANY: a placement that takes every operator.
 typedef enum {
     NORM_ANY = -2, NORM_NONE = -1,
-    NORM_LAYERNORM, NORM_RMSNORM, NORM_CRMSNORM, NORM_DYT, NORM_BHYT, NORM_KINDS
+    NORM_LAYERNORM, NORM_RMSNORM, NORM_CRMSNORM, NORM_DYT, NORM_BHYT, NORM_DERF, NORM_KINDS
 } NormKind;
 
 typedef struct Norm {
@@ -18,8 +18,9 @@ typedef struct Norm {
     real eps;               // LayerNorm, RMSNorm, CRMSNorm, BHyT
     real kappa;             // BHyT bound (fixed, default 10)
     real *weight, *bias;    // gain (C) or NULL (affine-free), bias (C) or NULL
-    real *scale;            // learnable scalar: DyT alpha, BHyT lambda; NULL for the others
-    real *dweight, *dbias, *dscale;  // their gradients, same layout
+    real *scale;            // learnable scalar: DyT and Derf alpha, BHyT lambda; NULL for the others
+    real *shift;            // learnable scalar added inside the squashing function: Derf s; NULL for the others
+    real *dweight, *dbias, *dscale, *dshift;  // their gradients, same layout
     // LayerNorm Scaling: the output is multiplied by lns_scale (0 = off), folded into the gain
     // multiply: norm_forward/norm_backward run the operator with gain lns_scale * weight (lns_scale
     // alone for an operator without a gain) and bias lns_scale * bias, held in lns_scratch (4 C reals:
@@ -39,7 +40,11 @@ typedef enum {
     BIAS_NEVER,
     BIAS_WITH_MODEL_BIAS,     // with model.bias
     BIAS_ON_CENTERED_STREAM,  // with model.bias on the zero-mean stream, where it makes RMSNorm equal LayerNorm
+    BIAS_ALWAYS,              // whatever model.bias says (Derf's reference code keeps beta with bias=False)
 } BiasRule;
+
+// The elementwise function an operator's rows pass through: y = w * f(z) (+ b).
+typedef enum { SQUASH_NONE, SQUASH_TANH, SQUASH_ERF } Squash;
 
 // Norm operators as data: one row per operator, read by config validation (names), the model's
 // parameter layout (parameters, inits, epsilon), the block table, diagnostics and docs/norms.md.
@@ -48,13 +53,16 @@ typedef struct {
     const char *name;  // as written in model.norm, model.final_norm and model.blocks[].norm
     void (*forward)(const Norm *nm, real *out, real *stats, const real *inp, int N, int C);
     void (*backward)(const Norm *nm, real *dinp, const real *dout, const real *inp, const real *stats, int N, int C);
-    int has_scale;                   // one learnable scalar (DyT alpha, BHyT lambda) ...
-    size_t scale_init[NORM_SITES];   // ... initialised from the double at this offset in Config, per site
+    int has_scale;                   // one learnable scalar (DyT and Derf alpha, BHyT lambda) ...
+    size_t scale_init[NORM_SITES];   // ... initialised from the double at this offset in Config, per site,
+    size_t scale_unset;              // or, when that key is 0 ("unset") and this offset is nonzero, from this one
+    int has_shift;                   // a learnable scalar shift inside f (Derf's s) ...
+    size_t shift_init;               // ... initialised from the double at this offset in Config (every site)
     int has_weight;                  // a per-feature gain, init 1
     BiasRule bias;
     double fixed_eps;                // > 0: this epsilon whatever model.norm_eps says; 0: model.norm_eps
     int compresses_stream;           // runs on the (d-1)-wide zero-mean stream: the whole model must use it
-    int tanh;                        // y = w * tanh(k * x * r): diagnostics report the saturated share
+    Squash squash;                   // y = w * f(k * x * r + shift): diagnostics report the saturated share
     int tanh_rstd;                   // with r the row's saved rstd and k = scale / kappa (BHyT); else r = 1, k = scale
 } NormOp;
 
@@ -96,6 +104,13 @@ void dyt_forward(real *out, const real *inp, const real *alpha, const real *weig
 void dyt_backward(real *dinp, real *dalpha, real *dweight, real *dbias, const real *dout, const real *inp,
                   const real *alpha, const real *weight, int N, int C);
 
+// Derf: y = weight * erf(alpha * x + shift) + bias; alpha and shift learnable scalars; bias may be NULL.
+// No stats. The backward's alpha and shift gradients are sums over all N*C terms in a fixed order.
+void derf_forward(real *out, const real *inp, const real *alpha, const real *shift, const real *weight,
+                  const real *bias, int N, int C);
+void derf_backward(real *dinp, real *dalpha, real *dshift, real *dweight, real *dbias, const real *dout,
+                   const real *inp, const real *alpha, const real *shift, const real *weight, int N, int C);
+
 // BHyT, exact form: y = weight * tanh(lambda/kappa * x * rstd), rstd = (mean(x^2) + eps)^-1/2.
 // stats: rstd, mean(x^2) (the block statistic the second site reuses).
 void bhyt_forward(real *out, real *stats, const real *inp, const real *lambda, const real *weight, real kappa,
@@ -124,5 +139,17 @@ void qkvnorm_forward(real *out, real *stats, const real *qkv, const real *gq, co
 // dqkv overwritten (not accumulated); dgq, dgk, dgv +=.
 void qkvnorm_backward(real *dqkv, real *dgq, real *dgk, real *dgv, const real *dout, const real *qkv,
                       const real *stats, const real *gq, const real *gk, const real *gv, int N, int H, int Hkv, int hs);
+
+// QK-norm: RMSNorm (no bias) of q (H heads) and k (Hkv heads) of qkv rows [q | k | v]; v is copied.
+// Head mode (full = 0): one row per (token, head) of hs features, gains of size hs shared by all heads;
+// full mode: one row per token over all of q (H*hs) and one over all of k (Hkv*hs), per-channel gains.
+// gq, gk NULL: no gain. stats: per token H + Hkv (head) or 2 (full) rstd values; size with
+// QKNORM_STATS_PER_TOKEN.
+#define QKNORM_STATS_PER_TOKEN(H, Hkv) ((H) + (Hkv))
+void qknorm_forward(real *out, real *stats, const real *qkv, const real *gq, const real *gk, real eps, int full,
+                    int N, int H, int Hkv, int hs);
+// dqkv overwritten (not accumulated); dgq, dgk +=.
+void qknorm_backward(real *dqkv, real *dgq, real *dgk, const real *dout, const real *qkv, const real *stats,
+                     const real *gq, const real *gk, int full, int N, int H, int Hkv, int hs);
 
 #endif

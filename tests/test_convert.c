@@ -95,6 +95,11 @@ static void test_convert_options(void) {
     c.embed_scale = 1;
     c.head_bias = 1;
     check_conversion(c, "swiglu, rope, gqa, embed scale, head bias");
+    c = tiny_config(1, 1);
+    c.n_blocks = 0;  // re-expanded from the preset, with model.qk_norm
+    c.qk_norm = 1;
+    snprintf(c.qk_norm_mode, sizeof c.qk_norm_mode, "full");
+    check_conversion(c, "qk-norm (full)");
 }
 
 static void test_convert_refuses_other_models(void) {

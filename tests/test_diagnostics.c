@@ -129,16 +129,20 @@ static double fraction_above(const real *v, size_t n) {
     return (double)count / n;
 }
 
-// At initialization the DyT/BHyT gains are 1 and biases 0, so a site's saved output IS its tanh:
-// the saturation the diagnostics derive from the site's input must equal the one read off the output.
-// BHyT's assumed mean square is rebuilt from the site-1 statistic and the correction c lambda1^2 / kappa^2.
+// At initialization the DyT/BHyT/Derf gains are 1 and biases 0, so a site's saved output IS its tanh
+// or erf: the saturation the diagnostics derive from the site's input must equal the one read off the
+// output (for Derf with a shift, which makes the count asymmetric in x). BHyT's assumed mean square is
+// rebuilt from the site-1 statistic and the correction c lambda1^2 / kappa^2.
 static void test_diag_tanh_sites(void) {
-    for (int bhyt = 0; bhyt < 2; bhyt++) {
+    static const char *names[] = {"dyt", "bhyt", "derf"};
+    for (int kind = 0; kind < 3; kind++) {
+        int bhyt = kind == 1;
         Config c = tiny_config(0, 1);
         c.n_layer = 2;
-        use_preset(&c, bhyt ? "bhyt" : "pre", bhyt ? "bhyt" : "dyt", "auto");
-        c.dyt_alpha_attn = 60;  // large enough that some values saturate (inputs are near 0.03 at init)
-        c.dyt_alpha_ffn = 40;
+        use_preset(&c, bhyt ? "bhyt" : "pre", names[kind], "auto");
+        c.dyt_alpha_attn = c.derf_alpha_attn = 60;  // large enough that some values saturate (inputs near 0.03)
+        c.dyt_alpha_ffn = c.derf_alpha_other = 40;
+        c.derf_shift = 0.5;
         c.bhyt_lambda1 = 25;
         c.bhyt_lambda2 = 20;
         GPT m;
@@ -149,11 +153,14 @@ static void test_diag_tanh_sites(void) {
             const BlockActs *a = &m.fwd.blocks[l];
             double s1 = fraction_above(a->n1, NS), s2 = fraction_above(a->n2, NS);
             CHECK(s1 > 0 && s1 < 1 && close_to(d.sat1[l], s1), "%s block %d: sat1 %g, from the output %g",
-                  bhyt ? "bhyt" : "dyt", l, d.sat1[l], s1);
+                  names[kind], l, d.sat1[l], s1);
             CHECK(s2 > 0 && s2 < 1 && close_to(d.sat2[l], s2), "%s block %d: sat2 %g, from the output %g",
-                  bhyt ? "bhyt" : "dyt", l, d.sat2[l], s2);
+                  names[kind], l, d.sat2[l], s2);
             CHECK(d.scale1[l] == (bhyt ? 25 : 60) && d.scale2[l] == (bhyt ? 20 : 40), "block %d scales %g %g", l,
                   d.scale1[l], d.scale2[l]);
+            double shift = kind == 2 ? 0.5 : NAN;  // Derf's s; NaN at the others
+            CHECK(kind == 2 ? d.shift1[l] == shift && d.shift2[l] == shift : isnan(d.shift1[l]) && isnan(d.shift2[l]),
+                  "%s block %d: shifts %g %g", names[kind], l, d.shift1[l], d.shift2[l]);
             if (!bhyt) continue;
             int N = B_TEST * T_TEST, S = m.S;
             double lambda1 = m.blocks[l].n1.scale[0], kappa = m.bhyt_kappa;

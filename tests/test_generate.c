@@ -8,7 +8,7 @@
 
 static const char *METHODS[] = {"pre_ln", "post_ln", "mix_ln", "hybridnorm", "hybridnorm_star", "pre_rmsnorm",
                                 "pre_rmsnorm_centered", "pre_crmsnorm", "dyt", "bhyt", "bhyt_star", "peri_ln",
-                                "deepnorm", "lns"};
+                                "deepnorm", "lns", "derf", "pre_ln_qknorm"};
 
 #define GEN_B 2
 #define GEN_T 12
@@ -211,7 +211,7 @@ static void test_decoder_mixed_table(void) {
     c.n_layer = 7;
     c.n_blocks = 7;
     for (int l = 0; l < 7; l++)
-        c.blocks[l] = (BlockSpec){(Placement)placement_by_name(places[l]), norm_by_name(norms[l])};
+        c.blocks[l] = (BlockSpec){(Placement)placement_by_name(places[l]), norm_by_name(norms[l]), 0};
     c.embed_scale = 1;
     snprintf(c.final_norm, sizeof c.final_norm, "none");
     config_validate(&c);
@@ -226,6 +226,54 @@ static int argmax(const real *row, int n) {
     int best = 0;
     for (int v = 1; v < n; v++) if (row[v] > row[best]) best = v;
     return best;
+}
+
+// The decoder of `c` (validated) against its full forward, its parameters perturbed from `seed`.
+static void check_decoder(const Config *c, uint64_t seed, const char *label) {
+    GPT m;
+    build_perturbed(&m, c, seed);
+    double diff = decoder_vs_forward(&m, seed);
+    CHECK(diff < 1e-10, "%s: cached logits differ from the full forward by %.3e (relative)", label, diff);
+    gpt_free(&m);
+}
+
+// QK-norm (keys cached after it and RoPE) in both modes, with and without gains, on the placements it
+// stacks with (HybridNorm's QKV-norm, BHyT's shared statistic, the zero-mean and compressed streams),
+// per block, each with the LLaMA options.
+static void test_decoder_qk_norm(void) {
+    static const struct { const char *method, *mode; int affine; } cases[] = {
+        {"pre_ln", "head", 1}, {"hybridnorm_star", "full", 1}, {"bhyt", "head", 0}, {"derf", "full", 0},
+        {"pre_rmsnorm_centered", "head", 1}, {"pre_crmsnorm", "full", 1}, {"post_ln", "head", 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        for (int llama = 0; llama < 2; llama++) {
+            Config c;
+            config_defaults(&c);
+            snprintf(c.qk_norm_mode, sizeof c.qk_norm_mode, "%s", cases[i].mode);
+            c.qk_norm_affine = cases[i].affine;
+            char path[256];
+            snprintf(path, sizeof path, "configs/%s.json", cases[i].method);
+            config_load_file(&c, path);
+            c.qk_norm = 1;
+            // The zero-mean stream takes RoPE and GQA but not the rest of the LLaMA options (its biases).
+            if (llama && c.center_stream) {
+                c.n_kv_head = 2;
+                snprintf(c.pos, sizeof c.pos, "rope");
+            }
+            c = test_size(c, llama && !c.center_stream);
+            char label[128];
+            snprintf(label, sizeof label, "%s + qk-norm %s%s%s", cases[i].method, cases[i].mode,
+                     cases[i].affine ? "" : " (no gain)", llama ? " (llama options)" : "");
+            check_decoder(&c, 51 + i, label);
+        }
+    }
+    Config c = method_config("pre_ln", 1);
+    c.n_layer = 3;
+    config_apply_override(&c, "model.blocks=[{\"placement\":\"post\",\"norm\":\"derf\",\"qk_norm\":true},"
+                              "{\"placement\":\"hybrid_star\",\"norm\":\"rmsnorm\"},"
+                              "{\"placement\":\"bhyt\",\"norm\":\"bhyt\",\"qk_norm\":true}]");
+    config_validate(&c);
+    check_decoder(&c, 61, "per-block qk-norm table");
 }
 
 // Greedy generation past the cache: each token must be the argmax of the full forward over what
@@ -421,6 +469,7 @@ static void test_generate_command(void) {
 const TestCase generate_tests[] = {
     {"generate: block forward cached = full, every method and placement x norm", test_decoder_equals_forward},
     {"generate: cached logits = forward, mixed table", test_decoder_mixed_table},
+    {"generate: cached logits = forward, qk-norm", test_decoder_qk_norm},
     {"generate: inference builds (weights only, forward only)", test_inference_builds},
     {"generate: greedy past the cache = forward", test_greedy_restart_matches_forward},
     {"generate: sampling is deterministic per seed", test_sampling_deterministic},

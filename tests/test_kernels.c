@@ -369,6 +369,26 @@ static void test_fast_exp_tanh(void) {
     CHECK(isnan(fast_expf(NAN)) && isnan(fast_tanhf(NAN)), "NaN stays NaN");
 }
 
+// --- the fp32 build's erf (src/fastmath.h) against libm: relative error over the range where erf < 1 in
+// float, small arguments included, and exactly +-1 beyond.
+static void test_fast_erf(void) {
+    double worst_rel = 0, worst_abs = 0;
+    for (double x = -6; x <= 6; x += 1e-4) {
+        float xf = (float)x;
+        double e = erf((double)xf);
+        worst_abs = fmax(worst_abs, fabs(fast_erff(xf) - e));
+        if (xf != 0) worst_rel = fmax(worst_rel, fabs(fast_erff(xf) - e) / fabs(e));
+    }
+    for (float x = 1e-30f; x < 1; x *= 1.01f) {
+        worst_rel = fmax(worst_rel, fabs(fast_erff(x) - erf((double)x)) / erf((double)x));
+        worst_rel = fmax(worst_rel, fabs(fast_erff(-x) + erf((double)x)) / erf((double)x));
+    }
+    CHECK(worst_rel < 3e-7, "fast_erff relative error %.3g", worst_rel);
+    CHECK(worst_abs < 2e-7, "fast_erff absolute error %.3g", worst_abs);
+    CHECK(fast_erff(4.5f) == 1 && fast_erff(-1000) == -1 && fast_erff(INFINITY) == 1, "erf saturates");
+    CHECK(fast_erff(0) == 0 && isnan(fast_erff(NAN)), "erf(0) = 0, NaN stays NaN");
+}
+
 const TestCase kernel_tests[] = {
     {"gradcheck catches a wrong gradient", test_gradcheck_catches_wrong_gradient},
     {"encoder backward (finite differences)", test_encoder_backward},
@@ -384,5 +404,6 @@ const TestCase kernel_tests[] = {
     {"gelu backward (finite differences)", test_gelu_backward},
     {"lm head + cross-entropy backward (finite differences)", test_classifier_backward},
     {"fp32 exp and tanh within 3e-7 of libm", test_fast_exp_tanh},
+    {"fp32 erf within 3e-7 (relative) of libm", test_fast_erf},
     {NULL, NULL},
 };

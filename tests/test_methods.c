@@ -8,7 +8,7 @@
 
 static const char *METHODS[] = {"pre_ln", "post_ln", "mix_ln", "hybridnorm", "hybridnorm_star", "pre_rmsnorm",
                                 "pre_rmsnorm_centered", "pre_crmsnorm", "dyt", "bhyt", "bhyt_star", "peri_ln",
-                                "deepnorm", "lns"};
+                                "deepnorm", "lns", "derf", "pre_ln_qknorm"};
 
 static void every_method_learns(const char *precision) {
     static char out[1 << 16];

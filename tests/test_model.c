@@ -77,7 +77,7 @@ int block_matrix(BlockSpec *out, int max) {
     int n = 0;
     for (int p = 0; p < PLACEMENTS_COUNT; p++)
         for (int k = 0; k < NORM_KINDS; k++)
-            if (!placement_refuses((Placement)p, (NormKind)k) && n < max) out[n++] = (BlockSpec){p, k};
+            if (!placement_refuses((Placement)p, (NormKind)k) && n < max) out[n++] = (BlockSpec){p, k, 0};
     return n;
 }
 
@@ -104,7 +104,7 @@ static void test_model_gradients_norm_matrix(void) {
         snprintf(label, sizeof label, "%s/%s", PLACEMENTS[specs[i].placement].name, NORM_OPS[specs[i].norm].name);
         check_model_gradients(c, label);
     }
-    static const char *norms[] = {"layernorm", "rmsnorm", "dyt", "bhyt"};
+    static const char *norms[] = {"layernorm", "rmsnorm", "dyt", "bhyt", "derf"};
     for (size_t k = 0; k < sizeof norms / sizeof *norms; k++) {
         Config c = tiny_config(1, 1);
         c.n_layer = 3;
@@ -254,6 +254,91 @@ static void test_deepnorm_and_lns_init(void) {
         CHECK(!m.lnf.lns_scale, "the final norm must not be scaled");
         gpt_free(&m);
     }
+}
+
+// Derf beyond the table's matrix (which has it at every placement that takes it): without model.bias
+// (beta stays), with the embedding scale, distinct alphas per site, a nonzero initial shift, SwiGLU and
+// RoPE, and as the final norm of another method.
+static void test_model_gradients_derf(void) {
+    Config c = tiny_config(0, 1);
+    use_preset(&c, "pre", "derf", "auto");
+    c.embed_scale = 1;
+    c.derf_alpha = 0.7;
+    c.derf_alpha_attn = 1.3;
+    c.derf_shift = 0.2;
+    snprintf(c.ffn, sizeof c.ffn, "swiglu");
+    snprintf(c.pos, sizeof c.pos, "rope");
+    check_model_gradients(c, "derf, no bias, embed scale, rope, swiglu");
+    c = tiny_config(1, 0);
+    use_preset(&c, "hybrid_star", "rmsnorm", "derf");
+    check_model_gradients(c, "hybridnorm* with a derf final norm");
+    // The alphas: attention site derf_alpha_attn, the others derf_alpha_other, each derf_alpha when 0; beta
+    // present without model.bias; everything initialised as the table says.
+    c = tiny_config(0, 1);
+    use_preset(&c, "post", "derf", "auto");
+    c.derf_alpha = 0.9;
+    c.derf_alpha_other = 0.25;
+    c.derf_shift = -0.5;
+    config_validate(&c);
+    GPT m;
+    gpt_build(&m, &c);
+    gpt_init(&m, 1);
+    for (int l = 0; l < m.L; l++) {
+        const Block *b = &m.blocks[l];
+        CHECK(b->n1.scale[0] == (real)0.9 && b->n2.scale[0] == (real)0.25 && b->n1.shift[0] == (real)-0.5 &&
+              b->n2.shift[0] == (real)-0.5 && b->n1.bias && b->n2.bias && b->n1.bias[0] == 0 && b->n1.weight[0] == 1,
+              "block %d: derf parameters %g %g %g", l, b->n1.scale[0], b->n2.scale[0], b->n1.shift[0]);
+    }
+    CHECK(m.lnf.scale[0] == (real)0.25 && m.lnf.shift[0] == (real)-0.5 && m.lnf.bias, "final derf: alpha %g",
+          m.lnf.scale[0]);
+    gpt_free(&m);
+}
+
+// QK-norm in both modes, with and without gains, on top of RoPE, GQA, the HybridNorm(*) QKV-norm, BHyT,
+// the zero-mean stream and the compressed stream; per block; with recomputed activations.
+static void test_model_gradients_qk_norm(void) {
+    static const struct { const char *label, *placement, *norm, *mode; int affine, rope, kv, center; } cases[] = {
+        {"qk-norm head, rope", "pre", "layernorm", "head", 1, 1, 0, 0},
+        {"qk-norm full, rope, gqa", "pre", "rmsnorm", "full", 1, 1, 1, 0},
+        {"qk-norm head without gain, gqa", "pre", "layernorm", "head", 0, 0, 1, 0},
+        {"qk-norm full without gain, rope", "post", "dyt", "full", 0, 1, 0, 0},
+        {"qk-norm head on hybridnorm*, rope, gqa", "hybrid_star", "rmsnorm", "head", 1, 1, 1, 0},
+        {"qk-norm full on hybridnorm*", "hybrid_star", "rmsnorm", "full", 1, 0, 0, 0},
+        {"qk-norm head on bhyt, rope", "bhyt", "bhyt", "head", 1, 1, 0, 0},
+        {"qk-norm full on bhyt*, gqa", "bhyt_star", "bhyt", "full", 1, 0, 1, 0},
+        {"qk-norm head on derf", "pre", "derf", "head", 1, 1, 0, 0},
+        {"qk-norm full, centered stream", "pre", "rmsnorm", "full", 1, 1, 0, 1},
+        {"qk-norm head, crmsnorm", "pre", "crmsnorm", "head", 1, 1, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        Config c = tiny_config(1, 1);
+        c.n_head = 4;
+        c.n_kv_head = cases[i].kv ? 2 : 0;
+        use_preset(&c, cases[i].placement, cases[i].norm, "auto");
+        if (!strcmp(cases[i].norm, "bhyt")) {
+            snprintf(c.final_norm, sizeof c.final_norm, "bhyt");
+            c.bhyt_final_lambda = 1.5;
+        }
+        if (cases[i].rope) snprintf(c.pos, sizeof c.pos, "rope");
+        c.center_stream = cases[i].center;
+        c.qk_norm = 1;
+        snprintf(c.qk_norm_mode, sizeof c.qk_norm_mode, "%s", cases[i].mode);
+        c.qk_norm_affine = cases[i].affine;
+        c.qk_norm_eps = 1e-3;  // larger than the default: the eps path is part of what is checked
+        check_model_gradients(c, cases[i].label);
+    }
+    // Per block: QK-norm on in some blocks only, the table mixing placements; recomputed activations.
+    Config c = tiny_config(1, 1);
+    c.n_layer = 3;
+    snprintf(c.pos, sizeof c.pos, "rope");
+    config_apply_override(&c, "model.blocks=[{\"placement\":\"post\",\"norm\":\"derf\",\"qk_norm\":true},"
+                              "{\"placement\":\"hybrid\",\"norm\":\"rmsnorm\"},"
+                              "{\"placement\":\"pre\",\"norm\":\"dyt\",\"qk_norm\":true}]");
+    config_validate(&c);
+    CHECK(c.blocks[0].qk_norm == 1 && c.blocks[1].qk_norm == 0 && c.blocks[2].qk_norm == 1, "per-block qk_norm");
+    check_model_gradients(c, "per-block qk-norm");
+    c.recompute = 1;
+    check_model_gradients(c, "per-block qk-norm, recomputed activations");
 }
 
 // Recomputing block activations in the backward changes memory, not results: the same loss and
@@ -569,6 +654,11 @@ static void test_block_tables(void) {
         {"model.blocks=[{\"placement\":\"pre\"},{\"placement\":\"bhyt\",\"norm\":\"bhyt\"}],model.lns=true",
          "model.lns is undefined for BHyT (block 1 uses norm bhyt)"},
         {"model.norm=bhyt,model.embed_norm=true", "model.embed_norm is undefined for model.norm = bhyt"},
+        {"model.blocks=[{\"placement\":\"pre\",\"qk_norm\":1},{\"placement\":\"pre\"}]",
+         "model.blocks[0].qk_norm must be true or false"},
+        {"model.qk_norm_mode=heads", "model.qk_norm_mode"},
+        {"model.blocks=[{\"placement\":\"bhyt\",\"norm\":\"derf\"},{\"placement\":\"pre\"}]",
+         "model.blocks[0]: placement bhyt needs norm bhyt"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         CHECK(expect_exit(validate_override, (void *)bad[i][0], EXIT_CONFIG, bad[i][1]), "%s", bad[i][0]);
@@ -579,7 +669,7 @@ static void test_block_tables(void) {
     c.n_blocks = PLACEMENTS_COUNT;
     for (int p = 0; p < PLACEMENTS_COUNT; p++) {
         NormKind k = PLACEMENTS[p].required_norm == NORM_ANY ? NORM_DYT : PLACEMENTS[p].required_norm;
-        c.blocks[p] = (BlockSpec){(Placement)p, k};
+        c.blocks[p] = (BlockSpec){(Placement)p, k, p % 2};  // QK-norm in every other block
     }
     config_validate(&c);
     char *json = config_to_json(&c);
@@ -598,6 +688,9 @@ static void test_block_tables(void) {
         char line[64];
         snprintf(line, sizeof line, "  %3d  %-11s ", l, PLACEMENTS[l].name);
         CHECK(strstr(text, line), "block %d does not print as %s:\n%s", l, PLACEMENTS[l].name, text);
+        const char *row = strstr(text, line), *end = strchr(row, '\n');
+        const char *qk = strstr(row, "qk-norm (head)");
+        CHECK((l % 2 == 1) == (qk && qk < end), "block %d: qk-norm printed wrongly:\n%s", l, text);
         // The recorded range holds exactly the tensors named h.<l>.
         const Block *b = &m.blocks[l];
         char prefix[16];
@@ -648,6 +741,8 @@ const TestCase model_tests[] = {
     {"model gradients, architecture options", test_model_gradients_options},
     {"model gradients, lns and embed_norm", test_model_gradients_lns_embed_norm},
     {"deepnorm alpha, beta and xavier init; lns plain init", test_deepnorm_and_lns_init},
+    {"model gradients, derf options and inits", test_model_gradients_derf},
+    {"model gradients, qk-norm modes and combinations", test_model_gradients_qk_norm},
     {"recompute: same loss, identical gradients", test_recompute_same_gradients},
     {"bhyt c equals ||W_V W_O||^2 / (T d)", test_bhyt_refresh},
     {"zero-mean-stream rmsnorm equals pre-ln", test_center_stream_equals_pre_ln},

@@ -163,6 +163,49 @@ static void check_dyt(int bias) {
 static void test_dyt_bias(void) { check_dyt(1); }
 static void test_dyt_no_bias(void) { check_dyt(0); }
 
+// --- Derf: y = w * erf(alpha x + s) + b
+typedef struct { real x[N * C], alpha, shift, w[C], b[C], out[N * C], R[N * C]; int bias; } DerfCase;
+static double derf_loss(void *p) {
+    DerfCase *k = p;
+    derf_forward(k->out, k->x, &k->alpha, &k->shift, k->w, k->bias ? k->b : NULL, N, C);
+    return dot(k->out, k->R, N * C);
+}
+static void check_derf(int bias) {
+    static DerfCase k;
+    Rng r = rng_stream(2, 280 + bias);
+    fill_input(k.x, N * C, &r);
+    fill_gain(k.w, C, &r);
+    fill_normal(k.b, C, 1, &r);
+    fill_normal(k.R, N * C, 1, &r);
+    k.alpha = 0.6;  // with the inputs' spread, some values saturate and some do not
+    k.shift = -0.3;
+    k.bias = bias;
+    derf_loss(&k);
+    int bad = 0;
+    for (int i = 0; i < N * C; i++)
+        bad += !close_to(k.out[i], k.w[i % C] * erf(k.alpha * k.x[i] + k.shift) + (bias ? k.b[i % C] : 0));
+    CHECK(bad == 0, "derf forward: %d values differ from weight * erf(alpha x + s) + bias", bad);
+    static real dx[N * C], dw[C], db[C];
+    real dalpha = BASE, dshift = BASE;
+    fill_const(dx, N * C, BASE);
+    fill_const(dw, C, BASE);
+    fill_const(db, C, BASE);
+    derf_backward(dx, &dalpha, &dshift, dw, bias ? db : NULL, k.R, k.x, &k.alpha, &k.shift, k.w, N, C);
+    remove_base(dx, N * C);
+    remove_base(dw, C);
+    remove_base(db, C);
+    dalpha -= BASE;
+    dshift -= BASE;
+    CHECK(!gradcheck("dx", k.x, N * C, dx, derf_loss, &k), "derf dx");
+    CHECK(!gradcheck("dalpha", &k.alpha, 1, &dalpha, derf_loss, &k), "derf dalpha");
+    CHECK(!gradcheck("dshift", &k.shift, 1, &dshift, derf_loss, &k), "derf dshift");
+    CHECK(!gradcheck("dweight", k.w, C, dw, derf_loss, &k), "derf dweight");
+    if (bias) CHECK(!gradcheck("dbias", k.b, C, db, derf_loss, &k), "derf dbias");
+    else for (int c = 0; c < C; c++) CHECK(db[c] == 0, "bias-free derf changed dbias[%d]", c);
+}
+static void test_derf_bias(void) { check_derf(1); }
+static void test_derf_no_bias(void) { check_derf(0); }
+
 // --- BHyT, exact form
 typedef struct { real x[N * C], lambda, w[C], out[N * C], stats[N * NORM_STATS_PER_ROW], R[N * C]; int gain; } BhytCase;
 static double bhyt_loss(void *p) {
@@ -255,6 +298,64 @@ static void test_qkvnorm(void) {
     CHECK(!gradcheck("dgv", k.gv, HS, dgv, qkv_loss, &k), "qkvnorm dgv");
 }
 
+// --- QK-norm: q (QH heads) and k (QHKV heads) RMS-normalized per head or over the whole projection,
+// v copied. Gains: HS each (head mode), QH*HS and QHKV*HS (full mode).
+typedef struct {
+    real qkv[N * QW], gq[QH * HS], gk[QHKV * HS], out[N * QW], stats[N * (QH + QHKV)], R[N * QW];
+    int full, affine;
+} QkCase;
+static double qk_loss(void *p) {
+    QkCase *k = p;
+    qknorm_forward(k->out, k->stats, k->qkv, k->affine ? k->gq : NULL, k->affine ? k->gk : NULL, EPS, k->full, N, QH,
+                   QHKV, HS);
+    return dot(k->out, k->R, N * QW);
+}
+static void check_qknorm(int full, int affine) {
+    static QkCase k;
+    Rng r = rng_stream(2, 290 + 2 * full + affine);
+    fill_input(k.qkv, N * QW, &r);
+    fill_gain(k.gq, QH * HS, &r);
+    fill_gain(k.gk, QHKV * HS, &r);
+    fill_normal(k.R, N * QW, 1, &r);
+    k.full = full;
+    k.affine = affine;
+    qk_loss(&k);
+    // Rows: per head of HS, or one of QH*HS (q) and one of QHKV*HS (k) per token; v untouched.
+    int bad = 0, rows = full ? 2 : QH + QHKV;
+    for (int n = 0; n < N; n++) {
+        for (int row = 0; row < rows; row++) {
+            int width = full ? (row == 0 ? QH : QHKV) * HS : HS;
+            int offset = full ? row * QH * HS : row * HS;
+            const real *x = k.qkv + n * QW + offset, *g = offset < QH * HS ? k.gq : k.gk;
+            double rstd = 1 / sqrt(mean_square(x, width) + EPS);
+            bad += !close_to(k.stats[n * rows + row], rstd);
+            for (int c = 0; c < width; c++)
+                bad += !close_to(k.out[n * QW + offset + c], x[c] * rstd * (affine ? g[c] : 1));
+        }
+        for (int c = (QH + QHKV) * HS; c < QW; c++) bad += k.out[n * QW + c] != k.qkv[n * QW + c];
+    }
+    CHECK(bad == 0, "qknorm (%s%s) forward: %d values differ from rmsnorm of q and k", full ? "full" : "head",
+          affine ? "" : ", no gain", bad);
+    static real dqkv[N * QW], dgq[QH * HS], dgk[QHKV * HS];
+    fill_const(dqkv, N * QW, BASE);  // overwritten, not accumulated
+    fill_const(dgq, QH * HS, BASE);
+    fill_const(dgk, QHKV * HS, BASE);
+    qknorm_backward(dqkv, affine ? dgq : NULL, affine ? dgk : NULL, k.R, k.qkv, k.stats, affine ? k.gq : NULL,
+                    affine ? k.gk : NULL, full, N, QH, QHKV, HS);
+    remove_base(dgq, QH * HS);
+    remove_base(dgk, QHKV * HS);
+    CHECK(!gradcheck("dqkv", k.qkv, N * QW, dqkv, qk_loss, &k), "qknorm dqkv");
+    int gq_size = full ? QH * HS : HS, gk_size = full ? QHKV * HS : HS;
+    if (affine) {
+        CHECK(!gradcheck("dgq", k.gq, gq_size, dgq, qk_loss, &k), "qknorm dgq");
+        CHECK(!gradcheck("dgk", k.gk, gk_size, dgk, qk_loss, &k), "qknorm dgk");
+    }
+    for (int c = affine ? gq_size : 0; c < QH * HS; c++) CHECK(dgq[c] == 0, "dgq[%d] written", c);
+    for (int c = affine ? gk_size : 0; c < QHKV * HS; c++) CHECK(dgk[c] == 0, "dgk[%d] written", c);
+}
+static void test_qknorm_head(void) { check_qknorm(0, 1); check_qknorm(0, 0); }
+static void test_qknorm_full(void) { check_qknorm(1, 1); check_qknorm(1, 0); }
+
 // --- A BHyT block: u = bhyt(x); h = x + u @ A; v = bhyt_shared(h, stats of x, CORRECTION); out = h + v @ Bm.
 // A and Bm are fixed linear stand-ins for attention and the MLP. CORRECTION is a constant here: in the
 // model it is made of a stop-gradient lambda1.
@@ -336,8 +437,8 @@ static void test_bhyt_block(void) {
 
 // --- The dispatchers against direct calls: same outputs, statistics and gradients, bit for bit.
 typedef struct {
-    real x[N * C], w[C], b[C], scale, R[N * C];
-    real out[2][N * C], stats[2][N * NORM_STATS_PER_ROW], dx[2][N * C], dw[2][C], db[2][C], ds[2];
+    real x[N * C], w[C], b[C], scale, shift, R[N * C];
+    real out[2][N * C], stats[2][N * NORM_STATS_PER_ROW], dx[2][N * C], dw[2][C], db[2][C], ds[2], dsh[2];
 } DispatchCase;
 
 static void check_dispatch(NormKind kind, int with_weight, int with_bias) {
@@ -345,11 +446,13 @@ static void check_dispatch(NormKind kind, int with_weight, int with_bias) {
     memset(&k, 0, sizeof k);
     fill_operands(k.x, k.w, k.b, k.R, 260 + kind);
     k.scale = 1.7;
+    k.shift = 0.4;
     const real *w = with_weight ? k.w : NULL, *b = with_bias ? k.b : NULL;
+    const NormOp *op = &NORM_OPS[kind];
     Norm nm = {.kind = kind, .eps = kind == NORM_BHYT ? BHYT_EPS : EPS, .kappa = KAPPA, .weight = (real *)w,
-               .bias = (real *)b, .scale = kind == NORM_DYT || kind == NORM_BHYT ? &k.scale : NULL,
+               .bias = (real *)b, .scale = op->has_scale ? &k.scale : NULL, .shift = op->has_shift ? &k.shift : NULL,
                .dweight = w ? k.dw[1] : NULL, .dbias = b ? k.db[1] : NULL,
-               .dscale = kind == NORM_DYT || kind == NORM_BHYT ? &k.ds[1] : NULL};
+               .dscale = op->has_scale ? &k.ds[1] : NULL, .dshift = op->has_shift ? &k.dsh[1] : NULL};
     norm_forward(&nm, k.out[1], k.stats[1], k.x, N, C);
     norm_backward(&nm, k.dx[1], k.R, k.x, k.stats[1], N, C);
     real *out = k.out[0], *st = k.stats[0], *dx = k.dx[0], *dw = w ? k.dw[0] : NULL, *db = b ? k.db[0] : NULL;
@@ -374,6 +477,10 @@ static void check_dispatch(NormKind kind, int with_weight, int with_bias) {
         bhyt_forward(out, st, k.x, &k.scale, w, KAPPA, BHYT_EPS, N, C);
         bhyt_backward(dx, &k.ds[0], dw, k.R, k.x, st, &k.scale, w, KAPPA, N, C);
         break;
+    case NORM_DERF:
+        derf_forward(out, k.x, &k.scale, &k.shift, w, b, N, C);
+        derf_backward(dx, &k.ds[0], &k.dsh[0], dw, db, k.R, k.x, &k.scale, &k.shift, w, N, C);
+        break;
     default: CHECK(0, "no direct call for norm %d", kind); return;
     }
     double sum = 0;
@@ -385,12 +492,14 @@ static void check_dispatch(NormKind kind, int with_weight, int with_bias) {
     CHECK(!memcmp(k.dw[0], k.dw[1], sizeof k.dw[0]), "dweight differs");
     CHECK(!memcmp(k.db[0], k.db[1], sizeof k.db[0]), "dbias differs");
     CHECK(k.ds[0] == k.ds[1], "dscale differs: %g vs %g", k.ds[0], k.ds[1]);
+    CHECK(k.dsh[0] == k.dsh[1], "dshift differs: %g vs %g", k.dsh[0], k.dsh[1]);
 }
 static void test_dispatch_layernorm(void) { check_dispatch(NORM_LAYERNORM, 1, 1); }
 static void test_dispatch_rmsnorm(void) { check_dispatch(NORM_RMSNORM, 1, 0); check_dispatch(NORM_RMSNORM, 0, 0); }
 static void test_dispatch_crmsnorm(void) { check_dispatch(NORM_CRMSNORM, 0, 0); }
 static void test_dispatch_dyt(void) { check_dispatch(NORM_DYT, 1, 1); check_dispatch(NORM_DYT, 1, 0); }
 static void test_dispatch_bhyt(void) { check_dispatch(NORM_BHYT, 1, 0); check_dispatch(NORM_BHYT, 0, 0); }
+static void test_dispatch_derf(void) { check_dispatch(NORM_DERF, 1, 1); check_dispatch(NORM_DERF, 1, 0); }
 
 // --- LayerNorm Scaling through the dispatchers: out = s * norm(x) exactly as the unscaled operator
 // times s, and every gradient (input, gain, bias, scalar) against finite differences.
@@ -450,7 +559,13 @@ static void test_norm_table(void) {
                                  op->scale_init[NORM_SITE_FINAL]), "%s: a scale without an init key per site", op->name);
         CHECK(!op->compresses_stream || (!op->has_weight && op->bias == BIAS_NEVER),
               "%s: a compressed-stream norm cannot carry an affine map", op->name);
+        CHECK(!op->has_shift || op->shift_init, "%s: a shift without an init key", op->name);
     }
+    // Derf: beta whatever model.bias says, alpha keys per site (attention, other) falling back to derf_alpha.
+    const NormOp *derf = &NORM_OPS[NORM_DERF];
+    CHECK(derf->bias == BIAS_ALWAYS && derf->has_shift && derf->squash == SQUASH_ERF && derf->scale_unset &&
+          derf->scale_init[NORM_SITE_FFN] == derf->scale_init[NORM_SITE_FINAL] &&
+          derf->scale_init[NORM_SITE_ATTN] != derf->scale_init[NORM_SITE_FFN], "derf's row");
     CHECK(NORM_OPS[NORM_BHYT].fixed_eps == BHYT_EPS, "BHyT's epsilon is %g", NORM_OPS[NORM_BHYT].fixed_eps);
     CHECK(norm_by_name("layer_norm") == NORM_NONE && norm_by_name("") == NORM_NONE, "an unknown name resolved");
 }
@@ -459,26 +574,31 @@ static void test_norm_table(void) {
 // enough for several channel blocks and many rows per row chunk.
 enum { DN = 300, DC = 40, DH = 4, DHKV = 2, DHS = 8, DQW = (DH + 2 * DHKV) * DHS };
 typedef struct {
-    real out[DN * DQW], stats[DN * DQW], dx[DN * DQW], dw[DQW], db[DQW], ds, dmean_sq[DN];
+    real out[DN * DQW], stats[DN * DQW], dx[DN * DQW], dw[DQW], db[DQW], ds, dsh, dmean_sq[DN];
 } DetResult;
 
 static void deterministic_run(int which, int threads, const real *x, const real *w, const real *b, const real *R,
                               DetResult *res) {
     memset(res, 0, sizeof *res);
     omp_set_num_threads(threads);
-    real scale = 1.3;
-    if (which < 5) {
+    real scale = 1.3, shift = 0.2;
+    if (which < NORM_KINDS) {
         NormKind kind = (NormKind)which;
         Norm nm = {.kind = kind, .eps = EPS, .kappa = KAPPA, .weight = (real *)w,
-                   .bias = kind == NORM_LAYERNORM || kind == NORM_DYT ? (real *)b : NULL, .scale = &scale,
-                   .dweight = res->dw, .dbias = res->db, .dscale = &res->ds};
+                   .bias = kind == NORM_LAYERNORM || kind == NORM_DYT || kind == NORM_DERF ? (real *)b : NULL,
+                   .scale = &scale, .shift = &shift, .dweight = res->dw, .dbias = res->db, .dscale = &res->ds,
+                   .dshift = &res->dsh};
         norm_forward(&nm, res->out, res->stats, x, DN, DC);
         norm_backward(&nm, res->dx, R, x, res->stats, DN, DC);
-    } else if (which == 5) {
+    } else if (which == NORM_KINDS) {
         static real s1[DN * NORM_STATS_PER_ROW], u[DN * DC];
         bhyt_forward(u, s1, x, &scale, w, KAPPA, BHYT_EPS, DN, DC);
         bhyt_shared_forward(res->out, res->stats, x, s1, CORRECTION, &scale, w, KAPPA, BHYT_EPS, DN, DC);
         bhyt_shared_backward(res->dx, res->dmean_sq, &res->ds, res->dw, R, x, res->stats, &scale, w, KAPPA, DN, DC);
+    } else if (which > NORM_KINDS + 1) {
+        int full = which == NORM_KINDS + 3;
+        qknorm_forward(res->out, res->stats, x, w, w + DQW / 2, EPS, full, DN, DH, DHKV, DHS);
+        qknorm_backward(res->dx, res->dw, res->dw + DQW / 2, R, x, res->stats, w, w + DQW / 2, full, DN, DH, DHKV, DHS);
     } else {
         qkvnorm_forward(res->out, res->stats, x, w, w + DHS, w + 2 * DHS, EPS, DN, DH, DHKV, DHS);
         qkvnorm_backward(res->dx, res->dw, res->dw + DHS, res->dw + 2 * DHS, R, x, res->stats, w, w + DHS,
@@ -495,8 +615,9 @@ static void test_norms_deterministic(void) {
     fill_normal(b, DQW, 1, &r);
     fill_normal(R, DN * DQW, 1, &r);
     int saved = omp_get_max_threads();
-    static const char *names[] = {"layernorm", "rmsnorm", "crmsnorm", "dyt", "bhyt", "bhyt_shared", "qkvnorm"};
-    for (int which = 0; which < 7; which++) {
+    static const char *names[NORM_KINDS + 4] = {[NORM_KINDS] = "bhyt_shared", "qkvnorm", "qknorm head", "qknorm full"};
+    for (int which = 0; which < NORM_KINDS + 4; which++) {
+        if (which < NORM_KINDS) names[which] = NORM_OPS[which].name;
         deterministic_run(which, 1, x, w, b, R, &one);
         deterministic_run(which, 5, x, w, b, R, &many);
         CHECK(!memcmp(&one, &many, sizeof one), "%s: results depend on the thread count", names[which]);
@@ -513,6 +634,10 @@ const TestCase norm_tests[] = {
     {"norms: bhyt exact with gain (fin. diff.)", test_bhyt_gain},
     {"norms: bhyt exact without gain (fin. diff.)", test_bhyt_no_gain},
     {"norms: qkvnorm H=4 Hkv=2 (fin. diff.)", test_qkvnorm},
+    {"norms: derf with bias (fin. diff.)", test_derf_bias},
+    {"norms: derf without bias (fin. diff.)", test_derf_no_bias},
+    {"norms: qknorm head mode, with and without gain (fin. diff.)", test_qknorm_head},
+    {"norms: qknorm full mode, with and without gain (fin. diff.)", test_qknorm_full},
     {"norms: bhyt block, shared site 2 (fin. diff.)", test_bhyt_block},
     {"norms: the operator table", test_norm_table},
     {"norms: lns-scaled operators through the dispatchers (fin. diff.)", test_lns_scaled_norms},
@@ -521,6 +646,7 @@ const TestCase norm_tests[] = {
     {"norms: dispatch crmsnorm", test_dispatch_crmsnorm},
     {"norms: dispatch dyt", test_dispatch_dyt},
     {"norms: dispatch bhyt", test_dispatch_bhyt},
+    {"norms: dispatch derf", test_dispatch_derf},
     {"norms: deterministic across thread counts", test_norms_deterministic},
     {NULL, NULL},
 };

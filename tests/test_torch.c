@@ -19,10 +19,10 @@ static char out[1 << 16];
 
 typedef struct { const char *name, *config, *overrides; } ParityCase;
 
-// HybridNorm runs start from init mixln: with GPT-2's init the un-normalized block input is so small
-// that the qkv biases dominate every key, attention stays uniform and the q/k-norm gains get gradients
-// of 1e-8 to 1e-11 made of cancelling terms, which fp32 resolves to no better than 10% (PyTorch's fp32
-// as much as normgpt's, against fp64).
+// HybridNorm and QK-norm runs start from init mixln. With GPT-2's init attention stays near uniform and
+// the q/k gains get gradients made of cancelling terms: for HybridNorm (whose un-normalized block input is
+// so small that the qkv biases dominate every key) of 1e-8 to 1e-11, which fp32 resolves to no better
+// than 10%; for QK-norm fp32 gets 1e-3. PyTorch's fp32 is as far from fp64 as normgpt's.
 static const ParityCase cases[] = {
     {"default", "configs/default.json", ""},
     {"pre_ln", "configs/pre_ln.json", ""},
@@ -71,6 +71,23 @@ static const ParityCase cases[] = {
      "--train.recompute=true"},
     {"mix_lns", "configs/mix_ln.json", "--model.lns=true --model.lns_scaled_init=true"},
     {"hybrid_star_lns", "configs/hybridnorm_star.json", "--model.init=mixln --model.lns=true --model.embed_norm=true"},
+    // Derf (beta without model.bias, distinct alphas, a shift) and QK-norm in both modes, with and without
+    // gains, on RoPE, GQA, HybridNorm*, BHyT and Derf, per block.
+    {"derf", "configs/derf.json", ""},
+    {"derf_llama", "configs/derf.json",
+     "--model.bias=false --model.pos=rope --model.ffn=swiglu --model.init=llama --model.derf_alpha=0.7 "
+     "--model.derf_alpha_attn=1.2 --model.derf_shift=0.1 --model.placement=post"},
+    {"pre_ln_qknorm", "configs/pre_ln_qknorm.json", "--model.init=mixln"},
+    {"qknorm_full_rope_gqa", "configs/pre_ln_qknorm.json",
+     "--model.init=mixln --model.qk_norm_mode=full --model.pos=rope --model.n_kv_head=2 --model.norm=rmsnorm"},
+    {"qknorm_hybrid_star", "configs/hybridnorm_star.json",
+     "--model.init=mixln --model.qk_norm=true --model.pos=rope --model.n_kv_head=2"},
+    {"qknorm_bhyt_nogain", "configs/bhyt.json", "--model.init=mixln --model.qk_norm=true --model.qk_norm_affine=false --model.pos=rope"},
+    {"qknorm_blocks", "configs/default.json",
+     "'--model.blocks=[{\"placement\":\"post\",\"norm\":\"derf\",\"qk_norm\":true},{\"placement\":"
+     "\"hybrid_star\",\"norm\":\"rmsnorm\"},{\"placement\":\"bhyt\",\"norm\":\"bhyt\",\"qk_norm\":true},"
+     "{\"placement\":\"pre\",\"norm\":\"derf\"}]' --model.qk_norm_mode=full --model.final_norm=derf "
+     "--model.init=mixln --train.recompute=true"},
 };
 #define N_CASES (int)(sizeof cases / sizeof cases[0])
 

@@ -69,6 +69,9 @@ class Spec:
         self.Hkv = m["n_kv_head"] or self.H
         self.hs = self.C // self.H
         self.blocks = [(b["placement"], b["norm"]) for b in m["blocks"]]
+        # QK-norm per block: the block's own key, else model.qk_norm (docs/norms.md, "QK-norm").
+        self.qk = [b.get("qk_norm", m["qk_norm"]) for b in m["blocks"]]
+        self.qk_full, self.qk_affine, self.qk_eps = m["qk_norm_mode"] == "full", m["qk_norm_affine"], m["qk_norm_eps"]
         self.S = self.C - 1 if self.blocks[0][1] == "crmsnorm" else self.C
         self.swiglu = m["ffn"] == "swiglu"
         self.F = m["ffn_hidden"] or ((8 * self.C // 3 + 31) // 32 * 32 if self.swiglu else 4 * self.C)
@@ -87,11 +90,13 @@ class Spec:
     def norm_tensors(self, prefix, kind, scale_init):
         """(name, shape, init) of one norm operator's parameters, in storage order."""
         out = []
-        if kind in ("dyt", "bhyt"):
+        if kind in ("dyt", "bhyt", "derf"):
             out.append((prefix + ".scale", (1,), ("const", scale_init)))
+        if kind == "derf":
+            out.append((prefix + ".shift", (1,), ("const", self.m["derf_shift"])))
         if kind != "crmsnorm":
             out.append((prefix + ".weight", (self.S,), ("const", 1.0)))
-        if self.bias and (kind in ("layernorm", "dyt") or (kind == "rmsnorm" and self.center)):
+        if kind == "derf" or self.bias and (kind in ("layernorm", "dyt") or (kind == "rmsnorm" and self.center)):
             out.append((prefix + ".bias", (self.S,), ("const", 0.0)))
         return out
 
@@ -122,16 +127,21 @@ class Spec:
             t.append(("wpe", (self.maxT, S), ("normal", std)))
         if self.embed_scale:
             t.append(("embed_scale", (1,), ("const", math.sqrt(S))))
+        derf_attn = m["derf_alpha_attn"] or m["derf_alpha"]  # 0 = unset
+        derf_other = m["derf_alpha_other"] or m["derf_alpha"]
         if self.embed_norm:
-            t += self.norm_tensors("embed_norm", m["norm"], m["dyt_alpha_ffn"])
+            t += self.norm_tensors("embed_norm", m["norm"], derf_other if m["norm"] == "derf" else m["dyt_alpha_ffn"])
         for l, (place, kind) in enumerate(self.blocks):
             p, sw = f"h.{l}", PLACEMENTS[place]
-            alpha1 = m["dyt_alpha_attn"] if kind == "dyt" else m["bhyt_lambda1"]
-            alpha2 = m["dyt_alpha_ffn"] if kind == "dyt" else m["bhyt_lambda2"]
+            alpha1 = {"dyt": m["dyt_alpha_attn"], "derf": derf_attn}.get(kind, m["bhyt_lambda1"])
+            alpha2 = {"dyt": m["dyt_alpha_ffn"], "derf": derf_other}.get(kind, m["bhyt_lambda2"])
             if sw.get("attn_in") or sw.get("attn_post"):
                 t += self.norm_tensors(p + ".norm1", kind, alpha1)
             if sw.get("qkv_norm"):
                 t += [(f"{p}.attn.{x}_norm.weight", (hs,), ("const", 1.0)) for x in "qkv"]
+            if self.qk[l] and self.qk_affine:
+                t += [(f"{p}.attn.qknorm_{x}.weight", (heads * hs if self.qk_full else hs,), ("const", 1.0))
+                      for x, heads in (("q", self.H), ("k", self.Hkv))]
             b, F_ = self.beta, self.F
             if sw.get("deepnorm"):
                 t += xavier(p + ".attn.qkv", [(self.H * hs, 1), (self.Hkv * hs, 1), (self.Hkv * hs, b)], S)
@@ -152,7 +162,7 @@ class Spec:
             if sw.get("shared_stat"):
                 t.append((p + ".bhyt_c", (1,), ("buffer", None)))
         if self.final_norm != "none":
-            lam = m["dyt_alpha_ffn"] if self.final_norm == "dyt" else m["bhyt_final_lambda"]
+            lam = {"dyt": m["dyt_alpha_ffn"], "derf": derf_other}.get(self.final_norm, m["bhyt_final_lambda"])
             t += self.norm_tensors("lnf", self.final_norm, lam)
         if not self.tied:
             t.append(("lm_head.weight", (self.V, S), ("normal", std)))
@@ -244,6 +254,8 @@ class GPT(torch.nn.Module):
             return y + b if b is not None else y
         if kind == "bhyt":
             return torch.tanh(p[prefix + ".scale"] / s.kappa * rms(x, BHYT_EPS)) * w
+        if kind == "derf":  # beta always present
+            return torch.erf(p[prefix + ".scale"] * x + p[prefix + ".shift"]) * w + b
         raise ValueError(kind)
 
     def rotate(self, x, T):  # x (B, heads, T, hs), LLaMA's rotate-half pairing (i, i + hs/2)
@@ -260,13 +272,16 @@ class GPT(torch.nn.Module):
         B, T, _ = x.shape
         qkv = self.linear(f"h.{l}.attn.qkv", x)
         q, k, v = qkv.split([s.H * s.hs, s.Hkv * s.hs, s.Hkv * s.hs], dim=-1)
-        q = q.view(B, T, s.H, s.hs).transpose(1, 2)
-        k = k.view(B, T, s.Hkv, s.hs).transpose(1, 2)
-        v = v.view(B, T, s.Hkv, s.hs).transpose(1, 2)
+        q = q.view(B, T, s.H, s.hs)
+        k = k.view(B, T, s.Hkv, s.hs)
+        v = v.view(B, T, s.Hkv, s.hs)
         if qkv_norm:  # per head, one gain of size hs per projection; before RoPE
             q = rms(q, s.eps) * p[f"h.{l}.attn.q_norm.weight"]
             k = rms(k, s.eps) * p[f"h.{l}.attn.k_norm.weight"]
             v = rms(v, s.eps) * p[f"h.{l}.attn.v_norm.weight"]
+        if s.qk[l]:  # after QKV-norm, before RoPE; q and k only
+            q, k = self.qk_norm(l, q, "q"), self.qk_norm(l, k, "k")
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if s.rope:
             q, k = self.rotate(q, T), self.rotate(k, T)
         if s.Hkv != s.H:  # query head h reads kv head h // (H / Hkv)
@@ -278,6 +293,17 @@ class GPT(torch.nn.Module):
         att = att.masked_fill(self.future[T], float("-inf")).softmax(dim=-1)
         y = (att @ v).transpose(1, 2).reshape(B, T, s.C)
         return self.center(self.linear(f"h.{l}.attn.proj", y))
+
+    def qk_norm(self, l, x, which):
+        """QK-norm of x (B,T,heads,hs): per head (a gain of hs shared by the heads) or over all heads*hs of
+        the token (a gain per channel); mean of squares and rsqrt written out, as F.rms_norm computes."""
+        s = self.spec
+        B, T, heads, hs = x.shape
+        rows = x.reshape(B, T, heads * hs) if s.qk_full else x
+        y = rows * torch.rsqrt(rows.pow(2).mean(-1, keepdim=True) + s.qk_eps)
+        if s.qk_affine:
+            y = y * self.p[f"h.{l}.attn.qknorm_{which}.weight"]
+        return y.reshape(B, T, heads, hs)
 
     def ffn(self, l, x):
         hidden = self.linear(f"h.{l}.mlp.fc", x)
