@@ -514,14 +514,15 @@ static double lns_loss(void *p) {
 }
 static void check_lns(NormKind kind) {
     static LnsCase k;
-    static real plain[N * C], dx[N * C], dw[C], db[C], ds;
+    static real plain[N * C], dx[N * C], dw[C], db[C], ds, dsh, shift;
     memset(&k, 0, sizeof k);
     fill_operands(k.x, k.w, k.b, k.R, 280 + kind);
     k.scale = 0.9;
-    int gain = NORM_OPS[kind].has_weight, bias = kind == NORM_LAYERNORM || kind == NORM_DYT;
+    shift = 0.2;
+    int gain = NORM_OPS[kind].has_weight, bias = kind == NORM_LAYERNORM || kind == NORM_DYT || kind == NORM_DERF;
     k.nm = (Norm){.kind = kind, .eps = EPS, .kappa = KAPPA, .weight = gain ? k.w : NULL, .bias = bias ? k.b : NULL,
-                  .scale = NORM_OPS[kind].has_scale ? &k.scale : NULL, .dweight = gain ? dw : NULL,
-                  .dbias = bias ? db : NULL, .dscale = &ds};
+                  .scale = NORM_OPS[kind].has_scale ? &k.scale : NULL, .shift = NORM_OPS[kind].has_shift ? &shift : NULL,
+                  .dweight = gain ? dw : NULL, .dbias = bias ? db : NULL, .dscale = &ds, .dshift = &dsh};
     norm_forward(&k.nm, plain, k.stats, k.x, N, C);
     k.nm.lns_scale = (real)(1 / sqrt(3.0));
     k.nm.lns_scratch = k.scratch;
@@ -532,16 +533,18 @@ static void check_lns(NormKind kind) {
     fill_const(dx, N * C, BASE);
     fill_const(dw, C, BASE);
     fill_const(db, C, BASE);
-    ds = BASE;
+    ds = dsh = BASE;
     norm_backward(&k.nm, dx, k.R, k.x, k.stats, N, C);
     remove_base(dx, N * C);
     remove_base(dw, C);
     remove_base(db, C);
     ds -= BASE;
+    dsh -= BASE;
     CHECK(!gradcheck("dx", k.x, N * C, dx, lns_loss, &k), "%s + lns: dx", NORM_OPS[kind].name);
     if (gain) CHECK(!gradcheck("dweight", k.w, C, dw, lns_loss, &k), "%s + lns: dweight", NORM_OPS[kind].name);
     if (bias) CHECK(!gradcheck("dbias", k.b, C, db, lns_loss, &k), "%s + lns: dbias", NORM_OPS[kind].name);
     if (k.nm.scale) CHECK(!gradcheck("dscale", &k.scale, 1, &ds, lns_loss, &k), "%s + lns: dscale", NORM_OPS[kind].name);
+    if (k.nm.shift) CHECK(!gradcheck("dshift", &shift, 1, &dsh, lns_loss, &k), "%s + lns: dshift", NORM_OPS[kind].name);
 }
 static void test_lns_scaled_norms(void) {
     for (int kind = 0; kind < NORM_KINDS; kind++)
