@@ -204,8 +204,9 @@ typedef struct {
 // Read and check a checkpoint's header, metadata and checksum. Returns an error message or NULL.
 static const char *ckpt_open(const char *path, CkptInfo *info, FILE **out) {
     memset(info, 0, sizeof *info);
-    FILE *f = fopen(path, "rb");
-    if (!f) return "cannot open";
+    const char *why;
+    FILE *f = open_input(path, &why);
+    if (!f) return why;
     if (fread(info->header, 1, HEADER_BYTES, f) != HEADER_BYTES) { fclose(f); return "shorter than its header"; }
     const unsigned char *h = info->header;
     if (get32(h, 0) != CKPT_MAGIC) { fclose(f); return "not a normgpt checkpoint (bad magic)"; }

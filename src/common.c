@@ -57,8 +57,25 @@ double now_seconds(void) {
 }
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+
+FILE *open_input(const char *path, const char **why) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // O_NONBLOCK: opening a FIFO must not wait
+    if (fd < 0) { *why = strerror(errno); return NULL; }
+    struct stat st = {0};
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        *why = S_ISDIR(st.st_mode) ? "a directory, not a regular file" : "not a regular file";
+        close(fd);
+        errno = EINVAL;
+        return NULL;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    FILE *f = fdopen(fd, "rb");
+    if (!f) { *why = strerror(errno); close(fd); }
+    return f;
+}
 
 int write_file_atomic(const char *path, const void *data, size_t size) {
     char tmp[4200];

@@ -53,6 +53,10 @@ double now_seconds(void);
 int write_file_atomic(const char *path, const void *data, size_t size);
 // mkdir -p. Returns 0 or -1 with errno set.
 int make_dirs(const char *path);
+// Open an input file (config, shard, checkpoint, tokenizer, log) for reading. Anything but a regular
+// file or a symlink to one is refused without blocking: a FIFO would hang, a device never end.
+// Returns the stream, or NULL with *why set ("not a regular file", or strerror's text).
+FILE *open_input(const char *path, const char **why);
 
 // The little-endian uint32 at p (file headers: shards, tokenizer, checkpoints).
 static inline uint32_t le32(const unsigned char *p) {

@@ -241,8 +241,9 @@ void config_apply_json(Config *c, const char *json_text, const char *source) {
 }
 
 void config_load_file(Config *c, const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) die(EXIT_CONFIG, "%s: cannot open config file", path);
+    const char *why;
+    FILE *f = open_input(path, &why);
+    if (!f) die(EXIT_CONFIG, "%s: cannot open config file: %s", path, why);
     fseek(f, 0, SEEK_END);
     long size = ftell(f);
     fseek(f, 0, SEEK_SET);

@@ -92,8 +92,10 @@ void run_dir_prepare(const RunDir *r, const Config *cfg, const GPT *m, int resum
 }
 
 void run_dir_truncate_log(const RunDir *r, long last_step) {
-    FILE *f = fopen(r->log_path, "rb");
-    if (!f) return;
+    const char *why;
+    FILE *f = open_input(r->log_path, &why);
+    if (!f && errno == ENOENT) return;
+    if (!f) die(1, "%s: cannot open: %s", r->log_path, why);
     size_t cap = 1 << 16, len = 0;
     char *kept = xcalloc(cap, 1), line[1 << 16];
     while (fgets(line, sizeof line, f)) {

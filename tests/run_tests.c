@@ -108,7 +108,7 @@ int run_command(const char *cmd, char *out, size_t size) {
 int main(int argc, char **argv) {
     const TestCase *suites[] = {kernel_tests, norm_tests, model_tests, checkpoint_tests, convert_tests, generate_tests,
                                 data_config_tests, cli_tests, dist_tests, method_tests, torch_tests, diag_tests,
-                                tokenizer_tests, export_tests, plot_tests, bf16_tests};
+                                tokenizer_tests, export_tests, plot_tests, bf16_tests, robust_tests};
     const char *only = argc > 1 ? argv[1] : NULL;  // optional substring filter
     int passed = 0, failed = 0;
     // Every file a test writes lives under build/tmp/ of this checkout (relative paths), so the suites

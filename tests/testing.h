@@ -48,5 +48,6 @@ extern const TestCase method_tests[];
 extern const TestCase kernel_tests[], model_tests[], data_config_tests[], cli_tests[];
 extern const TestCase norm_tests[], convert_tests[], dist_tests[], generate_tests[], torch_tests[], diag_tests[];
 extern const TestCase tokenizer_tests[], export_tests[], plot_tests[], checkpoint_tests[], bf16_tests[];
+extern const TestCase robust_tests[];
 
 #endif
