@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -289,13 +290,26 @@ static double meta_number(const cJSON *meta, const char *key, const char *path) 
     return item->valuedouble;
 }
 
-// The run state's part of the metadata (metadata_json writes it).
+// A count in the metadata: an integer in [0, max] (max below 2^53, where doubles hold every integer).
+static double meta_count(const cJSON *meta, const char *key, double max, const char *path) {
+    double x = meta_number(meta, key, path);
+    if (!(x >= 0 && x <= max) || x != floor(x))
+        die(1, "%s: metadata '%s' is %g, not an integer in [0, %.0f]", path, key, x, max);
+    return x;
+}
+
+#define MAX_COUNT 9e15  // steps, windows: far beyond any run, and exact in a double and a long
+
+// The run state's part of the metadata (metadata_json writes it), every field checked: a
+// checkpoint is a file, and what it says must be a state the trainer can reach.
 static void read_run_state(const cJSON *meta, const char *path, RunState *st) {
-    st->step = (long)meta_number(meta, "step", path);
-    st->data_position = (uint64_t)meta_number(meta, "data_position", path);
+    st->step = (long)meta_count(meta, "step", MAX_COUNT, path);
+    st->data_position = (uint64_t)meta_count(meta, "data_position", MAX_COUNT, path);
     const cJSON *rng = cJSON_GetObjectItemCaseSensitive(meta, "sample_rng");
-    if (!cJSON_IsString(rng) || sscanf(rng->valuestring, "%" SCNx64, &st->sample_rng) != 1)
-        die(1, "%s: metadata lacks 'sample_rng'", path);
+    int digits = 0;
+    if (!cJSON_IsString(rng) || strlen(rng->valuestring) != 16 ||
+        sscanf(rng->valuestring, "%" SCNx64 "%n", &st->sample_rng, &digits) != 1 || digits != 16)
+        die(1, "%s: metadata 'sample_rng' is not 16 hexadecimal digits", path);
     // Absent in checkpoints from before data-parallel training: one process.
     const cJSON *world = cJSON_GetObjectItemCaseSensitive(meta, "world_size");
     double ranks = world ? meta_number(meta, "world_size", path) : 1;
@@ -304,14 +318,17 @@ static void read_run_state(const cJSON *meta, const char *path, RunState *st) {
     st->world_size = (int)ranks;
     // Absent in checkpoints from before train.skip_outliers: an empty window.
     const cJSON *history = cJSON_GetObjectItemCaseSensitive(meta, "outlier_history");
+    if (history && !cJSON_IsArray(history))
+        die(1, "%s: metadata 'outlier_history' is not a list of (loss, grad norm) pairs", path);
     st->n_history = 0;
     for (const cJSON *pair = history ? history->child : NULL; pair; pair = pair->next, st->n_history++) {
         for (int k = 0; k < 2; k++) {
             const cJSON *v = cJSON_GetArrayItem(pair, k);
             char *end = NULL;
             double x = cJSON_IsString(v) ? strtod(v->valuestring, &end) : 0;
-            if (st->n_history == MAX_OUTLIER_WINDOW || !end || end == v->valuestring || *end)
-                die(1, "%s: metadata 'outlier_history' is not a list of (loss, grad norm) pairs", path);
+            if (st->n_history == MAX_OUTLIER_WINDOW || cJSON_GetArraySize(pair) != 2 || !end ||
+                end == v->valuestring || *end || !isfinite(x) || x < 0)
+                die(1, "%s: metadata 'outlier_history' is not a list of finite (loss, grad norm) pairs", path);
             st->history[st->n_history][k] = x;
         }
     }
@@ -334,7 +351,10 @@ static void load(const char *path, GPT *m, AdamW *opt, RunState *st) {
             die(1, "%s: tensor %d is not %s", path, i, m->tensors[i].name);
     }
     if (st) read_run_state(meta, path, st);
-    if (opt) opt->t = (long)meta_number(meta, "adam_t", path);
+    if (opt) {  // every AdamW update is an optimizer step (skipped steps update nothing)
+        double steps = st ? (double)st->step : MAX_COUNT;
+        opt->t = (long)meta_count(meta, "adam_t", steps, path);
+    }
     size_t n = m->n_params;
     real *dest[3] = {m->params, opt ? opt->m : NULL, opt ? opt->v : NULL};
     if (fseek(f, (long)info.data_offset, SEEK_SET) != 0) die(1, "%s: seek failed", path);
