@@ -37,7 +37,119 @@ static void test_special_files_refused(void) {
     run_command("rm -rf " DIR_, out, sizeof out);
 }
 
+// Rewrite the checkpoint at `path` with its metadata's `key` set to the JSON `value`, and a checksum
+// that matches again: what a checkpoint written by a buggy or hostile program looks like.
+static void rewrite_metadata(const char *path, const char *key, const char *value) {
+    FILE *f = fopen(path, "rb");
+    fseek(f, 0, SEEK_END);
+    size_t size = (size_t)ftell(f);
+    unsigned char *file = xcalloc(size, 1);
+    fseek(f, 0, SEEK_SET);
+    CHECK(fread(file, 1, size, f) == size, "read %s", path);
+    fclose(f);
+    size_t meta_len = le32(file + 8), offset = le32(file + 16), data_bytes = size - offset;
+    char *meta_text = xcalloc(meta_len + 1, 1);
+    memcpy(meta_text, file + 1024, meta_len);
+    cJSON *meta = cJSON_Parse(meta_text);
+    cJSON_ReplaceItemInObjectCaseSensitive(meta, key, cJSON_Parse(value));
+    char *text = cJSON_PrintUnformatted(meta);
+    size_t len = strlen(text), new_offset = (1024 + len + 63) / 64 * 64;
+    unsigned char *rebuilt = xcalloc(new_offset + data_bytes, 1);
+    memcpy(rebuilt, file, 1024);
+    memcpy(rebuilt + 1024, text, len);
+    memcpy(rebuilt + new_offset, file + offset, data_bytes);
+    uint64_t hash = fnv1a(FNV_OFFSET, rebuilt + 1024, new_offset - 1024 + data_bytes);
+    uint32_t fields[] = {(uint32_t)len, 0, (uint32_t)new_offset, 0, 0, (uint32_t)hash, (uint32_t)(hash >> 32)};
+    for (int i = 0; i < 7; i++)
+        if (i != 1 && i != 3 && i != 4) for (int b = 0; b < 4; b++) rebuilt[8 + 4 * i + b] = (unsigned char)(fields[i] >> 8 * b);
+    f = fopen(path, "wb");
+    fwrite(rebuilt, 1, new_offset + data_bytes, f);
+    fclose(f);
+    cJSON_Delete(meta);
+    free(text); free(meta_text); free(file); free(rebuilt);
+}
+
+typedef struct { const char *path; GPT *m; AdamW *opt; } LoadCtx;
+
+static void load_checkpoint(void *ctx) {
+    LoadCtx *c = ctx;
+    static RunState st;
+    checkpoint_load(c->path, c->m, c->opt, &st);
+}
+
+// Every field of the run state out of range or of the wrong type is refused naming the field.
+static void test_checkpoint_run_state_validated(void) {
+    char dir[] = "build/tmp/normgpt_runstate_XXXXXX", path[128];
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    snprintf(path, sizeof path, "%s/ckpt_00000007.bin", dir);
+    Config c = tiny_config(1, 1);
+    GPT m;
+    gpt_build(&m, &c);
+    gpt_init(&m, 5);
+    AdamW opt;
+    adamw_init(&opt, m.n_params);
+    opt.t = 6;
+    static RunState st = {7, 99, 0x0123456789ABCDEFull, 1, {{2.5, 0.25}}, 1};
+    static const struct { const char *key, *value; } bad[] = {
+        {"step", "1e300"}, {"step", "-100"}, {"step", "2.5"}, {"step", "\"7\""},
+        {"data_position", "-1"}, {"data_position", "1e30"}, {"data_position", "0.5"},
+        {"adam_t", "1e30"}, {"adam_t", "8"}, {"adam_t", "-1"},
+        {"outlier_history", "[[\"nan\",\"1\"]]"}, {"outlier_history", "[[\"1\",\"inf\"]]"},
+        {"outlier_history", "[[\"1\",\"2\",\"3\"]]"}, {"outlier_history", "[[\"-1\",\"2\"]]"},
+        {"outlier_history", "{}"},
+        {"sample_rng", "\"xyz\""}, {"sample_rng", "\"0123456789abcdefff\""}, {"sample_rng", "5"},
+        {"world_size", "0"}, {"world_size", "1.5"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        checkpoint_write(path, &c, &m, &opt, &st);
+        rewrite_metadata(path, bad[i].key, bad[i].value);
+        LoadCtx ctx = {path, &m, &opt};
+        CHECK(expect_exit(load_checkpoint, &ctx, 1, bad[i].key), "%s = %s accepted", bad[i].key, bad[i].value);
+    }
+    // The rewriting itself keeps a valid checkpoint valid.
+    checkpoint_write(path, &c, &m, &opt, &st);
+    rewrite_metadata(path, "adam_t", "7");
+    static RunState got;
+    checkpoint_load(path, &m, &opt, &got);
+    CHECK(opt.t == 7 && got.step == 7 && got.n_history == 1, "a valid rewritten checkpoint loads wrong");
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    run_command(cmd, out, sizeof out);
+    adamw_free(&opt);
+    gpt_free(&m);
+}
+
+// A key given twice, a repeated --config, a NUL escaped into a string: refused, naming what.
+static void test_config_repeats_and_nul(void) {
+    static const struct { const char *json, *expect; } cases[] = {
+        {"{\"train\":{\"lr\":1e-3,\"lr\":2e-3}}", "train.lr is given twice"},
+        {"{\"train\":{\"lr\":1e-3},\"model\":{},\"train\":{\"steps\":5}}", "train is given twice"},
+        {"{\"model\":{\"blocks\":[{\"placement\":\"pre\",\"placement\":\"post\"}]}}", "model.blocks[0].placement is given twice"},
+        {"{\"data\":{\"train\":\"data/brown/\\u0000train_*.bin\"}}", "\\u0000"},
+    };
+    run_command("mkdir -p " DIR_, out, sizeof out);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        FILE *f = fopen(DIR_ "/config.json", "w");
+        fputs(cases[i].json, f);
+        fclose(f);
+        int rc = run_command("./train --config " DIR_ "/config.json", out, sizeof out);
+        CHECK(rc == 2 && strstr(out, cases[i].expect) && strstr(out, DIR_ "/config.json"), "%s: rc %d: %s",
+              cases[i].json, rc, out);
+    }
+    // An escaped backslash before "u0000" is text, not a NUL.
+    FILE *f = fopen(DIR_ "/config.json", "w");
+    fputs("{\"data\":{\"train\":\"no\\\\u0000such*.bin\"}}", f);
+    fclose(f);
+    int rc = run_command("./train --config " DIR_ "/config.json --out.dir=" DIR_ "/out", out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "no\\u0000such"), "escaped backslash: rc %d: %s", rc, out);
+    rc = run_command("./train --config configs/default.json --config configs/default.json", out, sizeof out);
+    CHECK(rc == 2 && strstr(out, "--config is given twice"), "repeated --config: rc %d: %s", rc, out);
+    run_command("rm -rf " DIR_, out, sizeof out);
+}
+
 const TestCase robust_tests[] = {
     {"robust: FIFOs as inputs are refused, no hang", test_special_files_refused},
+    {"robust: checkpoint run state validated on load", test_checkpoint_run_state_validated},
+    {"robust: repeated keys, repeated --config, \\u0000 refused", test_config_repeats_and_nul},
     {NULL, NULL},
 };
