@@ -109,6 +109,12 @@ static long *list_checkpoints(const char *run_dir, int *count) {
     return steps;
 }
 
+int checkpoint_count(const char *run_dir) {
+    int count;
+    free(list_checkpoints(run_dir, &count));
+    return count;
+}
+
 static void ckpt_path(char *out, size_t size, const char *run_dir, long step) {
     snprintf(out, size, "%s/ckpt_%08ld.bin", run_dir, step);
 }
@@ -258,7 +264,8 @@ char *checkpoint_find_latest(const char *run_dir) {
         warn("%s: %s; trying an older checkpoint", path, err);
     }
     free(steps);
-    die(1, "%s: no valid checkpoint to resume from", run_dir);
+    die(1, "%s: no valid checkpoint to resume from (a run stopped before its first checkpoint starts again: "
+        "./train --config FILE --overwrite)", run_dir);
 }
 
 static cJSON *open_meta(const char *path, CkptInfo *info, FILE **f) {

@@ -30,6 +30,8 @@ size_t checkpoint_bytes(const Config *cfg, const GPT *m);
 // Path of the newest checkpoint in run_dir that passes its checksum (older ones are tried in
 // turn, with a warning naming each bad file). Exits if there is none. Caller frees.
 char *checkpoint_find_latest(const char *run_dir);
+// How many files in run_dir are named like checkpoints (ckpt_SSSSSSSS.bin), valid or not.
+int checkpoint_count(const char *run_dir);
 // Read only the config embedded in a checkpoint.
 void checkpoint_read_config(const char *path, Config *cfg);
 // Resume a run: parameters, optimizer state and run state, into a model built from the

@@ -5,6 +5,9 @@
 
 jmp_buf *die_jump;
 char die_prefix[32];
+static void (*die_cleanup)(void);
+
+void at_die(void (*cleanup)(void)) { die_cleanup = cleanup; }
 
 void die(int code, const char *fmt, ...) {
     va_list ap;
@@ -19,6 +22,7 @@ void die(int code, const char *fmt, ...) {
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
+    if (die_cleanup) die_cleanup();
 #ifdef __SANITIZE_ADDRESS__
     // Whatever the program had allocated when it died is not a leak: skip LeakSanitizer's check at
     // exit (an atexit handler), which would report buffers the caller only held in registers.

@@ -44,6 +44,8 @@ void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), no
 extern jmp_buf *die_jump;
 // Put after "error: " in every message: "rank R: " on the ranks other than 0 of an MPI run (dist.c).
 extern char die_prefix[32];
+// Have die() call `cleanup` (NULL: nothing) before it exits, e.g. to remove what a refused start created.
+void at_die(void (*cleanup)(void));
 // Print "warning: " and one line to stderr, and carry on.
 void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void *xcalloc(size_t n, size_t size);

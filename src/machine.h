@@ -14,9 +14,10 @@ int use_threads(const Config *cfg);
 void print_machine(int threads);
 // The best of a few 1024^3 sgemm calls, in FLOP/s.
 double measure_sgemm_peak(void);
-// What a training run must hold (parameters, gradients, AdamW's two moments, activations), printed
-// as one line, in bytes. Exits when it exceeds the machine's memory.
-double memory_budget(const GPT *m);
+// What a training run of cfg must hold (parameters, gradients, AdamW's two moments, activations),
+// printed as one line, in bytes. Exits, before anything is allocated, when it exceeds the memory
+// available (MemAvailable, and what a cgroup limit leaves), times the ranks on this machine.
+double memory_budget(const Config *cfg);
 double peak_rss_bytes(void);
 
 #endif

@@ -223,8 +223,8 @@ static void layout_acts(GPT *m, Arena *arena, int shared, int backward) {
     m->bhyt_scratch = any_bhyt ? arena_take(arena, S * S) : NULL;
 }
 
-// The shapes and parameters of cfg's model, gradients with `grads`, and activations as layout_acts says.
-static void build(GPT *m, const Config *cfg, int B, int T, int grads, int shared) {
+// The shapes of cfg's model, its parameters counted (nothing allocated but the per-block tables).
+static void shape(GPT *m, const Config *cfg, int B, int T, int shared) {
     memset(m, 0, sizeof *m);
     m->V = (int)cfg->vocab_size;
     m->maxT = (int)cfg->block_size;
@@ -247,6 +247,11 @@ static void build(GPT *m, const Config *cfg, int B, int T, int grads, int shared
     m->blocks = xcalloc(m->L, sizeof(Block));
     m->fwd.blocks = xcalloc(m->L, sizeof(BlockActs));
     layout_params(m, cfg);  // count
+}
+
+// The shapes and parameters of cfg's model, gradients with `grads`, and activations as layout_acts says.
+static void build(GPT *m, const Config *cfg, int B, int T, int grads, int shared) {
+    shape(m, cfg, B, T, shared);
     m->params = xcalloc(m->n_params, sizeof(real));
     if (grads) m->grads = xcalloc(m->n_params, sizeof(real));
     m->tensors = xcalloc(m->n_tensors, sizeof(ParamTensor));
@@ -258,6 +263,17 @@ static void build(GPT *m, const Config *cfg, int B, int T, int grads, int shared
     arena.used = 0;
     layout_acts(m, &arena, shared, grads);
     if (m->rope) rope_tables(m->rope_cos, m->rope_sin, m->maxT, m->hs, cfg->rope_theta);
+}
+
+void gpt_sizes(const Config *cfg, size_t *n_params, size_t *n_acts) {
+    GPT m;
+    shape(&m, cfg, (int)cfg->batch_size, (int)cfg->seq_len, cfg->recompute);
+    Arena arena = {0};
+    layout_acts(&m, &arena, cfg->recompute, 1);
+    *n_params = m.n_params;
+    *n_acts = arena.used;
+    free(m.blocks);
+    free(m.fwd.blocks);
 }
 
 void gpt_build(GPT *m, const Config *cfg) {

@@ -128,6 +128,9 @@ typedef struct {
 // Build the layout and buffers for training `cfg` (validated, blocks resolved): parameters,
 // gradients, the forward's activations for (train.batch_size, train.seq_len) and the backward's.
 void gpt_build(GPT *m, const Config *cfg);
+// What gpt_build(cfg) would allocate, without allocating it: parameters (as many gradients) and
+// activations, in reals.
+void gpt_sizes(const Config *cfg, size_t *n_params, size_t *n_acts);
 // Build for inference: parameters without gradients. With B, T > 0 also the forward's activations
 // for (B, T), blocks sharing one set (gpt_forward works, with or without targets; gpt_backward does
 // not): the layer-removal probe, --convert's check. With B = T = 0 no activations: enough for a

@@ -4,9 +4,73 @@
 #include <dirent.h>
 #include <errno.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
+
+// What run_dir_lock created, for a start refused before run_dir_prepare: removed again on die().
+static struct {
+    char dir[4096];       // the run directory
+    char outermost[4096]; // the outermost directory this process created ("" if none)
+    char lock[4200];      // the lock file, if this process created it ("" if not)
+} created;
+
+static void remove_refused_start(void) {
+    if (created.lock[0]) unlink(created.lock);
+    if (!created.outermost[0]) return;
+    char path[4096];
+    snprintf(path, sizeof path, "%s", created.dir);
+    for (;;) {  // from the run directory up to the outermost one created; rmdir leaves a non-empty one
+        if (rmdir(path) != 0 || !strcmp(path, created.outermost)) return;
+        char *slash = strrchr(path, '/');
+        if (!slash || slash == path) return;
+        *slash = '\0';
+    }
+}
+
+static void note_created_dirs(const char *dir) {
+    char path[4096];
+    struct stat st;
+    snprintf(created.dir, sizeof created.dir, "%s", dir);
+    snprintf(path, sizeof path, "%s", dir);
+    created.outermost[0] = '\0';
+    while (path[0] && stat(path, &st) != 0) {
+        snprintf(created.outermost, sizeof created.outermost, "%s", path);
+        char *slash = strrchr(path, '/');
+        if (!slash) break;
+        *slash = '\0';
+    }
+}
+
+void run_dir_lock(const RunDir *r, int create) {
+    char lock[4200];
+    snprintf(lock, sizeof lock, "%s/lock", r->dir);
+    if (create) {
+        note_created_dirs(r->dir);
+        at_die(remove_refused_start);
+        if (make_dirs(r->dir) != 0) die(1, "out.dir %s: cannot create: %s", r->dir, strerror(errno));
+    }
+    int existed = access(lock, F_OK) == 0;
+    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) die(1, "%s: cannot open run directory: %s", r->dir, strerror(errno));
+    if (!existed) snprintf(created.lock, sizeof created.lock, "%s", lock);
+    at_die(remove_refused_start);
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        die(1, "%s: in use by the run of process %s (it holds %s); wait for it to end, or stop it", r->dir,
+            pid[0] ? pid : "(unknown)", lock);
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+        die(1, "%s: cannot write: %s", lock, strerror(errno));
+    // fd stays open, and the lock held, until the process ends (however it ends).
+}
 
 static void check_writable_dir(const char *dir) {
     if (make_dirs(dir) != 0) die(1, "out.dir %s: cannot create: %s", dir, strerror(errno));
@@ -48,6 +112,9 @@ void run_dir_check(const RunDir *r, const Config *cfg, const char *resume_path, 
     const char *dir = r->dir;
     check_writable_dir(dir);
     if (resume_path) check_config_file_agrees(r->config_path, cfg, resume_path);
+    else if (file_exists(r->log_path) && !overwrite && checkpoint_count(dir) == 0)
+        die(1, "out.dir %s holds a run stopped before its first checkpoint; start it again with --overwrite, "
+               "or choose another --out.dir=...", dir);
     else if (file_exists(r->log_path) && !overwrite)
         die(1, "out.dir %s already holds a run; resume it with --resume %s, or pass --overwrite, "
                "or choose another --out.dir=...", dir, dir);
@@ -83,6 +150,7 @@ static void clear_run(const char *dir, int partial_only) {
 
 void run_dir_prepare(const RunDir *r, const Config *cfg, const GPT *m, int resuming) {
     check_free_space(r->dir, cfg, m);
+    at_die(NULL);  // from here on the directory holds the run: an error keeps it
     clear_run(r->dir, resuming);
     if (resuming) return;
     char *text = config_to_json(cfg);

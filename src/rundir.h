@@ -12,6 +12,12 @@ typedef struct {
 } RunDir;
 
 RunDir run_dir_at(const char *dir);
+// First of all: lock the directory for the life of the process (flock on RUN_DIR/lock, which holds
+// the PID; the lock dies with the process, however it ends). `create`: a fresh run, which creates
+// the directory; a resumed run needs it. Exits naming the PID when another live run holds it. Until
+// run_dir_prepare, an error removes what this created (lock file, directories): a refused start
+// leaves nothing behind.
+void run_dir_lock(const RunDir *r, int create);
 // Before anything is read or built: the directory exists (created if need be) and can be written;
 // a fresh run (resume_path NULL) does not mix with an earlier one unless `overwrite`; a resumed
 // run's config.json agrees with `cfg`, the config of its checkpoint `resume_path`.

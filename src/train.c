@@ -84,6 +84,8 @@ static void resume_run(const char *path, const RunDir *run, const Config *cfg, G
 
 static int train_command(const Args *args, Config *cfg) {
     int world = dist_world(), root = dist_rank() == 0;
+    RunDir run = run_dir_at(args->resume_dir ? args->resume_dir : cfg->out_dir);
+    if (root) run_dir_lock(&run, !args->resume_dir);
     char *resume_path = NULL;
     if (args->resume_dir && root) {
         resume_path = checkpoint_find_latest(args->resume_dir);
@@ -96,8 +98,8 @@ static int train_command(const Args *args, Config *cfg) {
     printf("normgpt: %s\nconfig (resolved):\n%s\n", resume_path ? resume_path : args->config_path, config_text);
     print_machine(threads);
     free(config_text);
+    double budget = memory_budget(cfg);  // before anything is allocated or written
 
-    RunDir run = run_dir_at(args->resume_dir ? args->resume_dir : cfg->out_dir);
     if (root) run_dir_check(&run, cfg, resume_path, args->overwrite);
     BatchSplit split = batch_split(cfg, world);
     Dataset train;
@@ -124,7 +126,6 @@ static int train_command(const Args *args, Config *cfg) {
     double flops_per_token = gpt_flops_per_token(&model, (int)cfg->seq_len);
     double peak = measure_sgemm_peak();
     print_run(cfg, &model, &split, flops_per_token);
-    double budget = memory_budget(&model);
     printf("sgemm peak measured now: %.1f GFLOP/s\n", peak / 1e9);
     peak *= world;  // MFU against every rank's cores (alike machines assumed)
 

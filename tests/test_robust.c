@@ -147,9 +147,67 @@ static void test_config_repeats_and_nul(void) {
     run_command("rm -rf " DIR_, out, sizeof out);
 }
 
+// A live run holds its directory: a second start, --overwrite or --resume there is refused naming
+// its PID; once it is killed (kill -9 leaves the lock file), --resume works.
+static void test_run_dir_lock(void) {
+    run_command("rm -rf " DIR_, out, sizeof out);
+    pid_t pid = spawn(SMALL " --train.steps=40 --eval.every=0 --out.checkpoint_every=1 --out.keep=2 --out.dir=" DIR_,
+                      DIR_ ".out");
+    CHECK(wait_for_file(DIR_ "/ckpt_00000001.bin", pid), "no first checkpoint");
+    char holder[64];
+    snprintf(holder, sizeof holder, "process %d ", (int)pid);
+    static const char *second[] = {SMALL " --train.steps=5 --out.dir=" DIR_,
+                                   SMALL " --train.steps=5 --overwrite --out.dir=" DIR_, "./train --resume " DIR_};
+    for (int i = 0; i < 3; i++) {
+        int rc = run_command(second[i], out, sizeof out);
+        CHECK(rc == 1 && strstr(out, holder) && strstr(out, "in use"), "%s: rc %d: %s", second[i], rc, out);
+    }
+    CHECK(waitpid(pid, NULL, WNOHANG) == 0, "the first run ended early (or was disturbed)");
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    int rc = run_command("./train --resume " DIR_ " | tail -n 3", out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "checkpoint: " DIR_ "/ckpt_00000040.bin"), "resume after kill -9: rc %d: %s", rc, out);
+    run_command("rm -rf " DIR_ " " DIR_ ".out", out, sizeof out);
+}
+
+// A start refused before its run begins leaves no directory and no file behind; one too big for the
+// memory there is is refused with the budget and the hint before anything is allocated.
+static void test_refused_start_leaves_nothing(void) {
+    run_command("rm -rf " DIR_, out, sizeof out);
+    int rc = run_command(SMALL " --data.train=build/tmp/normgpt_none_*.bin --out.dir=" DIR_ "/a/b", out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "data.train"), "missing shards: rc %d: %s", rc, out);
+    CHECK(run_command("test -e " DIR_, out, sizeof out) != 0, "a refused start left " DIR_ " behind");
+    // 64 layers of width 8192: about 600 GiB of parameters, gradients and moments.
+    rc = run_command("./train --config configs/default.json --model.n_layer=64 --model.n_embd=8192 --model.n_head=64 "
+                     "--out.dir=" DIR_, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "memory budget: ") && strstr(out, "GiB are available") &&
+          strstr(out, "train.recompute=true") && strstr(out, "train.batch_size"), "too big: rc %d: %s", rc, out);
+    CHECK(run_command("test -e " DIR_, out, sizeof out) != 0, "a refused start left " DIR_ " behind");
+    // An existing directory keeps what it had, and gets nothing new.
+    rc = run_command("mkdir -p " DIR_ " && touch " DIR_ "/mine && " SMALL " --model.n_layer=64 --model.n_embd=8192 "
+                     "--model.n_head=64 --out.dir=" DIR_, out, sizeof out);
+    run_command("ls -A " DIR_, out, sizeof out);
+    CHECK(strstr(out, "mine\n") && !strstr(out, "lock") && !strstr(out, "config.json"), "left behind: %s", out);
+    run_command("rm -rf " DIR_, out, sizeof out);
+}
+
+// A run stopped before its first checkpoint: both ways back say --overwrite, neither says the other.
+static void test_no_checkpoint_advice(void) {
+    run_command("rm -rf " DIR_ " && mkdir -p " DIR_ " && echo '{\"step\":0,\"val_loss\":9}' > " DIR_ "/log.jsonl",
+                out, sizeof out);
+    int rc = run_command(SMALL " --out.dir=" DIR_, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "--overwrite") && !strstr(out, "--resume"), "fresh start: rc %d: %s", rc, out);
+    rc = run_command("./train --resume " DIR_, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "--overwrite") && strstr(out, "no valid checkpoint"), "resume: rc %d: %s", rc, out);
+    run_command("rm -rf " DIR_, out, sizeof out);
+}
+
 const TestCase robust_tests[] = {
     {"robust: FIFOs as inputs are refused, no hang", test_special_files_refused},
     {"robust: checkpoint run state validated on load", test_checkpoint_run_state_validated},
     {"robust: repeated keys, repeated --config, \\u0000 refused", test_config_repeats_and_nul},
+    {"robust: a live run locks its directory", test_run_dir_lock},
+    {"robust: a refused start leaves nothing behind", test_refused_start_leaves_nothing},
+    {"robust: stopped before the first checkpoint: --overwrite", test_no_checkpoint_advice},
     {NULL, NULL},
 };
