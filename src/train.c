@@ -82,6 +82,28 @@ static void resume_run(const char *path, const RunDir *run, const Config *cfg, G
                st->world_size, dist_world());
 }
 
+// Rank 0 writes the checkpoint of st->step (checkpoint.h); every rank checks it holds the same
+// parameters. Returns the step.
+static long save_checkpoint(const RunDir *run, const Config *cfg, const GPT *m, const AdamW *opt, const RunState *st) {
+    dist_check_identical(m->params, m->n_params * sizeof(real), "parameters");
+    if (dist_rank() == 0) checkpoint_save(run->dir, cfg, m, opt, st, cfg->keep);
+    printf("checkpoint: %s/ckpt_%08ld.bin\n", run->dir, st->step);
+    return st->step;
+}
+
+// A signal discarded the step in progress: the last completed one is checkpointed (unless it is
+// already: `saved`), and the run ends with how to continue it.
+static void stop_after_signal(const RunDir *run, const Config *cfg, const GPT *m, const AdamW *opt,
+                              const RunState *st, int sig, long saved) {
+    printf("signal %d: step %ld was stopped unfinished and discarded\n", sig, st->step + 1);
+    if (st->step == 0) {
+        printf("stopped by signal %d before the first step; no checkpoint: start again with --overwrite\n", sig);
+        return;
+    }
+    if (st->step > saved) save_checkpoint(run, cfg, m, opt, st);
+    printf("stopped by signal %d after step %ld; continue with ./train --resume %s\n", sig, st->step, run->dir);
+}
+
 static int train_command(const Args *args, Config *cfg) {
     int world = dist_world(), root = dist_rank() == 0;
     RunDir run = run_dir_at(args->resume_dir ? args->resume_dir : cfg->out_dir);
@@ -137,12 +159,16 @@ static int train_command(const Args *args, Config *cfg) {
     if (have_val && cfg->eval_every > 0 && st.step == 0) log_val_loss(log, 0, validation_loss(&val, &model, cfg));
 
     double ema_ms = 0, timed_seconds = 0;  // steps after the first, which pays for page faults and warm-up
-    long first_step = st.step + 1, timed_steps = 0;
+    long first_step = st.step + 1, timed_steps = 0, saved = st.step;  // saved: the newest checkpoint's step
     while (st.step < cfg->steps) {
         long step = st.step + 1;
         double t0 = now_seconds();
         profile_enabled = args->profile && step > first_step;
         StepResult r = train_step(&trainer);
+        if (r.stop_signal) {
+            stop_after_signal(&run, cfg, &model, &opt, &st, r.stop_signal, saved);
+            break;
+        }
         double ms = 1e3 * (now_seconds() - t0);
         profile_enabled = 0;  // evaluation and sampling are not part of a step
         if (step > first_step) { timed_steps++; timed_seconds += ms / 1e3; }
@@ -159,16 +185,7 @@ static int train_command(const Args *args, Config *cfg) {
             st.sample_rng = rng.state;
             printf("----\n");
         }
-        if (last || r.stop_signal || due(cfg->checkpoint_every, step)) {
-            dist_check_identical(model.params, model.n_params * sizeof(real), "parameters");
-            if (root) checkpoint_save(run.dir, cfg, &model, &opt, &st, cfg->keep);
-            printf("checkpoint: %s/ckpt_%08ld.bin\n", run.dir, step);
-        }
-        if (r.stop_signal) {
-            printf("stopped by signal %d after step %ld; continue with ./train --resume %s\n", r.stop_signal, step,
-                   run.dir);
-            break;
-        }
+        if (last || due(cfg->checkpoint_every, step)) saved = save_checkpoint(&run, cfg, &model, &opt, &st);
     }
 
     if (timed_steps > 0) {
@@ -191,6 +208,7 @@ static int train_command(const Args *args, Config *cfg) {
 }
 
 int main(int argc, char **argv) {
+    install_stop_handlers();  // first: a signal during start-up stops the run, not the process
     Config cfg;
     Args args;
     dist_init(&argc, &argv);
@@ -202,6 +220,7 @@ int main(int argc, char **argv) {
                             : args.probe_dir ? "--probe" : NULL;
     if (one_process && dist_world() > 1)
         die(EXIT_CONFIG, "command line: %s runs as one process, not under mpirun", one_process);
+    if (one_process) release_stop_handlers();
     if (args.convert_path) return convert_command(&args);
     if (args.generate_path) return generate_command(&args, &cfg);
     if (args.probe_dir) return probe_command(args.probe_dir);

@@ -202,6 +202,64 @@ static void test_no_checkpoint_advice(void) {
     run_command("rm -rf " DIR_, out, sizeof out);
 }
 
+// Wait (up to a minute) until the file at `path` holds `text`, or the process has ended.
+static int wait_for_text(const char *path, const char *text, pid_t pid) {
+    for (int i = 0; i < 6000; i++) {
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(out, 1, sizeof out - 1, f) : 0;
+        out[n] = '\0';
+        if (f) fclose(f);
+        if (strstr(out, text)) return 1;
+        if (waitpid(pid, NULL, WNOHANG) == pid) return 0;
+        usleep(10000);
+    }
+    return 0;
+}
+
+// One step of 256 micro-batches: a few seconds.
+#define LONG_STEPS SMALL " --train.batch_size=1 --train.total_batch_tokens=16384 --train.steps=4 --eval.every=0 " \
+                   "--out.checkpoint_every=1 --overwrite --out.dir=" DIR_
+
+// A signal stops the step in progress between two micro-batches: the step is discarded, the last
+// completed one is kept; a signal during start-up stops the run, not the process; a second signal
+// ends the process at once.
+static void test_signal_mid_step(void) {
+    run_command("rm -rf " DIR_, out, sizeof out);
+    pid_t pid = spawn(LONG_STEPS, DIR_ ".out");
+    CHECK(wait_for_file(DIR_ "/ckpt_00000001.bin", pid), "no first checkpoint");
+    kill(pid, SIGTERM);
+    int status;
+    waitpid(pid, &status, 0);
+    wait_for_text(DIR_ ".out", "", pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0 && strstr(out, "step 2 was stopped unfinished and discarded") &&
+          strstr(out, "stopped by signal 15 after step 1;"), "SIGTERM mid-step: status %d: %s", status, out);
+    CHECK(run_command("test -e " DIR_ "/ckpt_00000002.bin", out, sizeof out) != 0, "the discarded step was saved");
+    CHECK(run_command("grep -c '\"step\":2' " DIR_ "/log.jsonl", out, sizeof out) != 0, "the discarded step was logged");
+
+    // During start-up (before any step): stopped, told --overwrite, exit 0.
+    unlink(DIR_ ".out");
+    pid = spawn(LONG_STEPS, DIR_ ".out");
+    CHECK(wait_for_text(DIR_ ".out", "normgpt: ", pid), "no start-up line");
+    kill(pid, SIGTERM);
+    waitpid(pid, &status, 0);
+    wait_for_text(DIR_ ".out", "", pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0 && strstr(out, "--overwrite"),
+          "SIGTERM at start-up: status %d: %s", status, out);
+
+    // Two signals: the second ends the process at once.
+    unlink(DIR_ ".out");
+    pid = spawn(LONG_STEPS, DIR_ ".out");
+    CHECK(wait_for_text(DIR_ ".out", "normgpt: ", pid), "no start-up line");
+    kill(pid, SIGINT);
+    usleep(200000);
+    kill(pid, SIGINT);
+    waitpid(pid, &status, 0);
+    wait_for_text(DIR_ ".out", "", pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 128 + SIGINT && strstr(out, "second signal"),
+          "two SIGINTs: status %d: %s", status, out);
+    run_command("rm -rf " DIR_ " " DIR_ ".out", out, sizeof out);
+}
+
 const TestCase robust_tests[] = {
     {"robust: FIFOs as inputs are refused, no hang", test_special_files_refused},
     {"robust: checkpoint run state validated on load", test_checkpoint_run_state_validated},
@@ -209,5 +267,6 @@ const TestCase robust_tests[] = {
     {"robust: a live run locks its directory", test_run_dir_lock},
     {"robust: a refused start leaves nothing behind", test_refused_start_leaves_nothing},
     {"robust: stopped before the first checkpoint: --overwrite", test_no_checkpoint_advice},
+    {"robust: signals stop a long step between micro-batches", test_signal_mid_step},
     {NULL, NULL},
 };
