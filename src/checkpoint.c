@@ -119,6 +119,34 @@ static void ckpt_path(char *out, size_t size, const char *run_dir, long step) {
     snprintf(out, size, "%s/ckpt_%08ld.bin", run_dir, step);
 }
 
+// Steps of the checkpoints this process wrote or checked (checksum), ascending: the only ones
+// retention counts. A file it cannot vouch for (unreadable, or from elsewhere) never makes it delete one.
+static struct { long *steps; int count; size_t cap; } verified;
+
+static void note_verified(long step) {
+    for (int i = 0; i < verified.count; i++)
+        if (verified.steps[i] == step) return;
+    if ((size_t)verified.count == verified.cap) {
+        verified.cap = verified.cap ? 2 * verified.cap : 16;
+        verified.steps = realloc(verified.steps, verified.cap * sizeof(long));
+        if (!verified.steps) die(1, "out of memory");
+    }
+    int i = verified.count++;
+    for (; i > 0 && verified.steps[i - 1] > step; i--) verified.steps[i] = verified.steps[i - 1];
+    verified.steps[i] = step;
+}
+
+long checkpoint_files_needed(const Config *cfg, long *steps_left) {
+    long from = verified.count ? verified.steps[verified.count - 1] : 0, every = cfg->checkpoint_every;
+    *steps_left = cfg->steps > from ? cfg->steps - from : 0;
+    // Due steps, the last step, and one at a stop by signal; never more than the steps left.
+    long writes = (every > 0 ? cfg->steps / every - from / every : 0) + 2;
+    if (writes > *steps_left) writes = *steps_left;
+    if (writes == 0) return 0;
+    long have = verified.count, keep = cfg->keep, steady = keep < have + writes - 1 ? keep : have + writes - 1;
+    return 1 + (steady > have ? steady - have : 0);  // the one being written, plus the growth up to keep
+}
+
 // fsync the directory holding `path`, so that a rename into it survives a crash.
 static void sync_parent_dir(const char *path) {
     char dir[4096];
@@ -192,14 +220,20 @@ void checkpoint_save(const char *run_dir, const Config *cfg, const GPT *m, const
     char path[4096];
     ckpt_path(path, sizeof path, run_dir, st->step);
     checkpoint_write(path, cfg, m, opt, st);
+    note_verified(st->step);
+    if (verified.count < keep) return;
+    // The newest `keep` verified checkpoints stay; every file named like a checkpoint older than them goes.
+    long oldest_kept = verified.steps[verified.count - keep];
     int count;
     long *steps = list_checkpoints(run_dir, &count);
-    for (int i = 0; i + keep < count; i++) {
+    for (int i = 0; i < count && steps[i] < oldest_kept; i++) {
         char old[4096];
         ckpt_path(old, sizeof old, run_dir, steps[i]);
         unlink(old);
     }
     free(steps);
+    memmove(verified.steps, verified.steps + verified.count - keep, keep * sizeof(long));
+    verified.count = (int)keep;
 }
 
 typedef struct {
@@ -249,21 +283,24 @@ static const char *ckpt_open(const char *path, CkptInfo *info, FILE **out) {
 char *checkpoint_find_latest(const char *run_dir) {
     int count;
     long *steps = list_checkpoints(run_dir, &count);
-    for (int i = count - 1; i >= 0; i--) {
+    char *latest = NULL;
+    for (int i = count - 1; i >= 0; i--) {  // the older ones are checked too: retention counts them
         char path[4096];
         ckpt_path(path, sizeof path, run_dir, steps[i]);
         CkptInfo info;
-        FILE *f;
+        FILE *f = NULL;
         const char *err = ckpt_open(path, &info, &f);
         if (!err) {
             fclose(f);
             free(info.meta);
-            free(steps);
-            return strdup(path);
+            note_verified(steps[i]);
+            if (!latest) latest = strdup(path);
+        } else if (!latest) {
+            warn("%s: %s; trying an older checkpoint", path, err);
         }
-        warn("%s: %s; trying an older checkpoint", path, err);
     }
     free(steps);
+    if (latest) return latest;
     die(1, "%s: no valid checkpoint to resume from (a run stopped before its first checkpoint starts again: "
         "./train --config FILE --overwrite)", run_dir);
 }

@@ -120,15 +120,29 @@ void run_dir_check(const RunDir *r, const Config *cfg, const char *resume_path, 
                "or choose another --out.dir=...", dir, dir);
 }
 
-// Refuse to start when the directory cannot hold `keep` checkpoints plus the one being written.
+// What the log and config.json grow by, at most, over `steps` steps: a step line, an evaluation
+// line and a diagnostics line (numbers of up to 16 characters per block and series) as due.
+static double log_growth_bytes(const Config *cfg, long steps) {
+    double evals = cfg->eval_every > 0 ? steps / cfg->eval_every + 2 : 2;
+    double diags = cfg->diag_every > 0 ? steps / cfg->diag_every + 2 : 0;
+    char *config_text = config_to_json(cfg);
+    double bytes = 200.0 * steps + 64 * evals + diags * (256 + 16 * 16.0 * cfg->n_layer) + strlen(config_text);
+    free(config_text);
+    return bytes;
+}
+
+// Refuse to start when the directory cannot hold what the run will add: the checkpoints beyond
+// those already there (checkpoint_files_needed), the log and config.json.
 static void check_free_space(const char *dir, const Config *cfg, const GPT *m) {
     struct statvfs fs;
     if (statvfs(dir, &fs) != 0) die(1, "out.dir %s: cannot query free space: %s", dir, strerror(errno));
-    double need = (double)checkpoint_bytes(cfg, m) * (double)(cfg->keep + 1);
+    long steps_left, files = checkpoint_files_needed(cfg, &steps_left);
+    double ckpt = (double)checkpoint_bytes(cfg, m), log = log_growth_bytes(cfg, steps_left);
     double have = (double)fs.f_bavail * (double)fs.f_frsize;
-    if (need > have)
-        die(1, "out.dir %s: %.1f MB free, but out.keep + 1 = %ld checkpoints need %.1f MB", dir, have / 1e6,
-            cfg->keep + 1, need / 1e6);
+    if (files * ckpt + log > have)
+        die(1, "out.dir %s: %.1f MB free, but the run needs %.1f MB: %ld more checkpoint(s) of %.1f MB "
+            "(out.keep = %ld) and %.1f MB of log", dir, have / 1e6, (files * ckpt + log) / 1e6, files, ckpt / 1e6,
+            cfg->keep, log / 1e6);
 }
 
 // Remove what an earlier run left in dir before a fresh start (its log and checkpoints), or, with

@@ -314,7 +314,8 @@ static void test_nonfinite_stops(void) {
 static void test_out_dir_errors(void) {
     int rc = run_command(SMALL " --out.dir=README.md/run", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "out.dir README.md/run"), "out.dir under a file: rc %d: %s", rc, out);
-    rc = run_command(SMALL " --out.keep=1000000 --out.dir=build/tmp/normgpt_full --overwrite", out, sizeof out);
+    rc = run_command(SMALL " --out.keep=1000000 --out.checkpoint_every=1 --train.steps=10000000 "
+                     "--out.dir=build/tmp/normgpt_full --overwrite", out, sizeof out);
     int lines = 0;
     for (const char *p = out; (p = strstr(p, "error")); p++) lines++;
     CHECK(rc == 1 && lines == 1 && strstr(out, "out.dir build/tmp/normgpt_full") && strstr(out, "free"),

@@ -18,6 +18,12 @@ static char out[1 << 16];
               "--model.block_size=64 --train.seq_len=64 --train.batch_size=8 --train.total_batch_tokens=1024 " \
               "--train.warmup_steps=2 --eval.batches=2 --sample.tokens=0 --train.threads=2"
 
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
 // A FIFO as config, shard, tokenizer or checkpoint: one line naming it, never a hang (timeout
 // turns a hang into a failed check).
 static void test_special_files_refused(void) {
@@ -260,6 +266,60 @@ static void test_signal_mid_step(void) {
     run_command("rm -rf " DIR_ " " DIR_ ".out", out, sizeof out);
 }
 
+// A run of 40 steps with a checkpoint every 2 and out.keep = `keep`, stopped by SIGTERM after its
+// step-6 checkpoint, in `dir`. Returns 0 when it did not stop as asked.
+static int stopped_run(const char *dir, int keep) {
+    char cmd[4096], log[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    run_command(cmd, out, sizeof out);
+    snprintf(cmd, sizeof cmd, SMALL " --train.steps=40 --eval.every=0 --out.checkpoint_every=2 --out.keep=%d "
+             "--out.dir=%s", keep, dir);
+    snprintf(log, sizeof log, "%s/ckpt_00000006.bin", dir);
+    pid_t pid = spawn(cmd, DIR_ ".out");
+    int started = wait_for_file(log, pid);
+    kill(pid, SIGTERM);
+    int status;
+    waitpid(pid, &status, 0);
+    CHECK(started && WIFEXITED(status) && WEXITSTATUS(status) == 0, "the run to stop: status %d", status);
+    return started && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// out.keep = 1 and an unreadable checkpoint of a later step: the resumed run keeps its valid ones.
+static void test_retention_counts_verified(void) {
+    if (!stopped_run(DIR_, 1)) return;
+    int rc = run_command("head -c 5000 README.md > " DIR_ "/ckpt_00000999.bin && ./train --resume " DIR_, out,
+                         sizeof out);
+    CHECK(rc == 0 && strstr(out, "ckpt_00000999.bin: not a normgpt checkpoint"), "resume: rc %d: %s", rc, out);
+    rc = run_command("ls " DIR_, out, sizeof out);
+    CHECK(strstr(out, "ckpt_00000040.bin") && strstr(out, "ckpt_00000999.bin") && strstr(out, "lock") &&
+          count_lines(out) == 5, "what retention left: %s", out);  // config.json, log.jsonl, lock, 40, 999
+    run_command("rm -rf " DIR_ " " DIR_ ".out", out, sizeof out);
+}
+
+// A stopped run resumes on a disk that holds its checkpoints and half as much again: it needs room
+// for one more at a time (out.keep = 3 are there already), not out.keep + 1.
+static void test_resume_on_tight_disk(void) {
+    const char *src = DIR_ "_src";
+    if (!stopped_run(src, 3)) return;
+    long used = 0, one = 0;
+    run_command("du -sb --apparent-size " DIR_ "_src | cut -f1; stat -c %s " DIR_ "_src/ckpt_00000006.bin", out,
+                sizeof out);
+    sscanf(out, "%ld %ld", &used, &one);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "rm -rf " DIR_ " && mkdir -p " DIR_ " && mount -t tmpfs -o size=%ld tmpfs " DIR_,
+             used + one * 3 / 2 + (1 << 20));
+    if (run_command(cmd, out, sizeof out) != 0) {
+        printf("    skipped: cannot mount a tmpfs (%s)\n", out);
+        run_command("rm -rf " DIR_ " " DIR_ "_src " DIR_ ".out", out, sizeof out);
+        return;
+    }
+    run_command("cp " DIR_ "_src/* " DIR_ "/", out, sizeof out);
+    int rc = run_command("./train --resume " DIR_, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "checkpoint: " DIR_ "/ckpt_00000040.bin"), "resume on a tight disk: rc %d: %s", rc,
+          out);
+    run_command("umount " DIR_ "; rm -rf " DIR_ " " DIR_ "_src " DIR_ ".out", out, sizeof out);
+}
+
 const TestCase robust_tests[] = {
     {"robust: FIFOs as inputs are refused, no hang", test_special_files_refused},
     {"robust: checkpoint run state validated on load", test_checkpoint_run_state_validated},
@@ -268,5 +328,7 @@ const TestCase robust_tests[] = {
     {"robust: a refused start leaves nothing behind", test_refused_start_leaves_nothing},
     {"robust: stopped before the first checkpoint: --overwrite", test_no_checkpoint_advice},
     {"robust: signals stop a long step between micro-batches", test_signal_mid_step},
+    {"robust: retention counts only verified checkpoints", test_retention_counts_verified},
+    {"robust: resume on a tight disk", test_resume_on_tight_disk},
     {NULL, NULL},
 };
