@@ -178,20 +178,41 @@ void run_dir_truncate_log(const RunDir *r, long last_step) {
     FILE *f = open_input(r->log_path, &why);
     if (!f && errno == ENOENT) return;
     if (!f) die(1, "%s: cannot open: %s", r->log_path, why);
-    size_t cap = 1 << 16, len = 0;
-    char *kept = xcalloc(cap, 1), line[1 << 16];
-    while (fgets(line, sizeof line, f)) {
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0) die(1, "%s: cannot stat: %s", r->log_path, strerror(errno));
+    size_t size = (size_t)st.st_size, len = 0;
+    char *text = xcalloc(size + 1, 1), *kept = xcalloc(size + 1, 1);
+    if (fread(text, 1, size, f) != size) die(1, "%s: read failed", r->log_path);
+    fclose(f);
+    // Whole lines only: a last line without its newline is what a failed write or a kill left torn.
+    for (char *line = text, *end; (end = strchr(line, '\n')); line = end + 1) {
+        *end = '\0';
         cJSON *o = cJSON_Parse(line);
         const cJSON *s = o ? cJSON_GetObjectItemCaseSensitive(o, "step") : NULL;
         int keep = cJSON_IsNumber(s) && s->valuedouble <= last_step;
         cJSON_Delete(o);
         if (!keep) continue;
-        size_t n = strlen(line);
-        while (len + n + 1 > cap) { cap *= 2; kept = realloc(kept, cap); if (!kept) die(1, "out of memory"); }
+        size_t n = (size_t)(end - line);
         memcpy(kept + len, line, n);
-        len += n;
+        kept[len + n] = '\n';
+        len += n + 1;
     }
-    fclose(f);
     if (write_file_atomic(r->log_path, kept, len) != 0) die(1, "%s: cannot rewrite: %s", r->log_path, strerror(errno));
+    free(text);
     free(kept);
+}
+
+static const char *open_log_path = "/dev/null";
+
+FILE *run_dir_open_log(const RunDir *r, int root) {
+    open_log_path = root ? r->log_path : "/dev/null";
+    FILE *log = fopen(open_log_path, "a");
+    if (!log) die(1, "%s: cannot open: %s", open_log_path, strerror(errno));
+    return log;
+}
+
+void run_log_flush(FILE *log) {
+    if (fflush(log) != 0 || ferror(log))
+        die(1, "%s: write failed: %s; stopping (the checkpoints on disk are kept: free space, then ./train --resume)",
+            open_log_path, strerror(errno));
 }

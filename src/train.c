@@ -34,7 +34,7 @@ static int due(long every, long step) { return every > 0 && step % every == 0; }
 static void log_val_loss(FILE *log, long step, double loss) {
     printf("step %ld: val loss %.4f\n", step, loss);
     fprintf(log, "{\"step\":%ld,\"val_loss\":%.6f}\n", step, loss);
-    fflush(log);
+    run_log_flush(log);
 }
 
 // What the run prints and logs before its first step.
@@ -66,7 +66,7 @@ static void report_step(FILE *log, const Config *cfg, long step, const StepResul
            100 * flops_per_token * tok_s / peak, eta);
     fprintf(log, "{\"step\":%ld,\"loss\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,\"ms\":%.3f,\"tokens_per_s\":%.1f%s}\n",
             step, r->loss, r->lr, r->grad_norm, ms, tok_s, r->skipped ? ",\"skipped\":true" : "");
-    fflush(log);
+    run_log_flush(log);
 }
 
 // The weights, AdamW state and run state of a resumed run (rank 0), whose log then ends at its step.
@@ -151,8 +151,7 @@ static int train_command(const Args *args, Config *cfg) {
     printf("sgemm peak measured now: %.1f GFLOP/s\n", peak / 1e9);
     peak *= world;  // MFU against every rank's cores (alike machines assumed)
 
-    FILE *log = fopen(root ? run.log_path : "/dev/null", "a");
-    if (!log) die(1, "%s: cannot open: %s", run.log_path, strerror(errno));
+    FILE *log = run_dir_open_log(&run, root);
     Trainer trainer = {.cfg = cfg, .model = &model, .opt = &opt, .st = &st, .train = &train, .split = split,
                        .log = log, .run_dir = run.dir};
     trainer_init(&trainer);

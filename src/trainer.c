@@ -2,6 +2,7 @@
 #include "dist.h"
 #include "kernels.h"
 #include "profile.h"
+#include "rundir.h"
 #include <math.h>
 #include <signal.h>
 #include <unistd.h>
@@ -136,6 +137,7 @@ StepResult train_step(Trainer *t) {
     if (cfg->diag_every > 0 && (step == 1 || step % cfg->diag_every == 0)) {  // before the update changes the weights
         diag_compute(&t->diag, m, s->micro_windows, T);
         diag_write_json(&t->diag, step, t->log);
+        run_log_flush(t->log);
     }
     r.lr = lr_schedule(cfg, step - 1);
     r.skipped = is_outlier(st, cfg->outlier_window, cfg->skip_outliers, r.loss, r.grad_norm);

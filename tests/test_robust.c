@@ -320,6 +320,53 @@ static void test_resume_on_tight_disk(void) {
     run_command("umount " DIR_ "; rm -rf " DIR_ " " DIR_ "_src " DIR_ ".out", out, sizeof out);
 }
 
+// Resume keeps whole lines of any length (a block-diagnostics line of deep models exceeds 64 KiB)
+// and drops a torn last line, which the next line appended would otherwise merge with.
+static void test_log_truncation(void) {
+    run_command("rm -rf " DIR_ " && mkdir -p " DIR_, out, sizeof out);
+    static char long_line[100000];
+    int n = snprintf(long_line, sizeof long_line, "{\"step\":2,\"diag\":{\"rms\":[");
+    while (n < 90000) n += snprintf(long_line + n, sizeof long_line - n, "1.234567,");
+    snprintf(long_line + n, sizeof long_line - n, "1]}}\n");
+    FILE *f = fopen(DIR_ "/log.jsonl", "w");
+    fprintf(f, "{\"step\":1,\"loss\":9}\n%s{\"step\":2,\"loss\":8}\n{\"step\":3,\"loss\":7}\n{\"step\":2,\"lo",
+            long_line);
+    fclose(f);
+    RunDir r = run_dir_at(DIR_);
+    run_dir_truncate_log(&r, 2);
+    static char got[200000], want[200000];
+    f = fopen(DIR_ "/log.jsonl", "r");
+    size_t len = fread(got, 1, sizeof got - 1, f);
+    got[len] = '\0';
+    fclose(f);
+    snprintf(want, sizeof want, "{\"step\":1,\"loss\":9}\n%s{\"step\":2,\"loss\":8}\n", long_line);
+    CHECK(!strcmp(got, want), "truncated log: %zu bytes, want %zu", strlen(got), strlen(want));
+    run_command("rm -rf " DIR_, out, sizeof out);
+}
+
+// The disk fills in the middle of a run: the failed log write stops it (exit 1, naming the log)
+// rather than losing lines.
+static void test_log_write_failure_stops(void) {
+    run_command("rm -rf " DIR_ " && mkdir -p " DIR_, out, sizeof out);
+    if (run_command("mount -t tmpfs -o size=40m tmpfs " DIR_, out, sizeof out) != 0) {
+        printf("    skipped: cannot mount a tmpfs (%s)\n", out);
+        return;
+    }
+    pid_t pid = spawn(SMALL " --train.steps=400 --eval.every=0 --out.checkpoint_every=0 --out.keep=1 --overwrite "
+                      "--out.dir=" DIR_, DIR_ ".out");
+    CHECK(wait_for_text(DIR_ "/log.jsonl", "{\"step\":3,", pid), "no step 3 in the log");
+    run_command("dd if=/dev/zero of=" DIR_ "/filler bs=1M 2>/dev/null", out, sizeof out);  // until the disk is full
+    int status;
+    waitpid(pid, &status, 0);
+    FILE *f = fopen(DIR_ ".out", "r");
+    size_t n = f ? fread(out, 1, sizeof out - 1, f) : 0;
+    out[n] = '\0';
+    if (f) fclose(f);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1 && strstr(out, "log.jsonl: write failed"),
+          "disk full: status %d: %s", status, out + (n > 600 ? n - 600 : 0));
+    run_command("umount " DIR_ "; rm -rf " DIR_ " " DIR_ ".out", out, sizeof out);
+}
+
 const TestCase robust_tests[] = {
     {"robust: FIFOs as inputs are refused, no hang", test_special_files_refused},
     {"robust: checkpoint run state validated on load", test_checkpoint_run_state_validated},
@@ -330,5 +377,7 @@ const TestCase robust_tests[] = {
     {"robust: signals stop a long step between micro-batches", test_signal_mid_step},
     {"robust: retention counts only verified checkpoints", test_retention_counts_verified},
     {"robust: resume on a tight disk", test_resume_on_tight_disk},
+    {"robust: resume keeps long log lines, drops a torn one", test_log_truncation},
+    {"robust: a failed log write stops the run", test_log_write_failure_stops},
     {NULL, NULL},
 };
