@@ -395,6 +395,11 @@ static void load(const char *path, GPT *m, AdamW *opt, RunState *st) {
             die(1, "%s: tensor %d is not %s", path, i, m->tensors[i].name);
     }
     if (st) read_run_state(meta, path, st);
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    long named;
+    if (st && ckpt_step(base, &named) && named != st->step)
+        warn("%s: its name says step %ld, but it holds step %ld (renamed by hand?); using step %ld", path, named,
+             st->step, st->step);
     if (opt) {  // every AdamW update is an optimizer step (skipped steps update nothing)
         double steps = st ? (double)st->step : MAX_COUNT;
         opt->t = (long)meta_count(meta, "adam_t", steps, path);

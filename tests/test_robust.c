@@ -118,6 +118,13 @@ static void test_checkpoint_run_state_validated(void) {
     static RunState got;
     checkpoint_load(path, &m, &opt, &got);
     CHECK(opt.t == 7 && got.step == 7 && got.n_history == 1, "a valid rewritten checkpoint loads wrong");
+    // A file whose name says another step: loaded, with a warning naming it.
+    char renamed[160];
+    snprintf(renamed, sizeof renamed, "%s/ckpt_00000005.bin", dir);
+    checkpoint_write(renamed, &c, &m, &opt, &st);
+    LoadCtx ctx = {renamed, &m, &opt};
+    CHECK(expect_exit(load_checkpoint, &ctx, 0, "ckpt_00000005.bin: its name says step 5, but it holds step 7"),
+          "a checkpoint named for another step loads without a warning");
     char cmd[256];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     run_command(cmd, out, sizeof out);
