@@ -121,9 +121,14 @@ static void ckpt_path(char *out, size_t size, const char *run_dir, long step) {
 
 // Steps of the checkpoints this process wrote or checked (checksum), ascending: the only ones
 // retention counts. A file it cannot vouch for (unreadable, or from elsewhere) never makes it delete one.
-static struct { long *steps; int count; size_t cap; } verified;
+// Kept for one run directory (another one starts the list afresh).
+static struct { char dir[4096]; long *steps; int count; size_t cap; } verified;
 
-static void note_verified(long step) {
+static void note_verified(const char *run_dir, long step) {
+    if (strcmp(run_dir, verified.dir) != 0) {
+        snprintf(verified.dir, sizeof verified.dir, "%s", run_dir);
+        verified.count = 0;
+    }
     for (int i = 0; i < verified.count; i++)
         if (verified.steps[i] == step) return;
     if ((size_t)verified.count == verified.cap) {
@@ -220,7 +225,7 @@ void checkpoint_save(const char *run_dir, const Config *cfg, const GPT *m, const
     char path[4096];
     ckpt_path(path, sizeof path, run_dir, st->step);
     checkpoint_write(path, cfg, m, opt, st);
-    note_verified(st->step);
+    note_verified(run_dir, st->step);
     if (verified.count < keep) return;
     // The newest `keep` verified checkpoints stay; every file named like a checkpoint older than them goes.
     long oldest_kept = verified.steps[verified.count - keep];
@@ -293,7 +298,7 @@ char *checkpoint_find_latest(const char *run_dir) {
         if (!err) {
             fclose(f);
             free(info.meta);
-            note_verified(steps[i]);
+            note_verified(run_dir, steps[i]);
             if (!latest) latest = strdup(path);
         } else if (!latest) {
             warn("%s: %s; trying an older checkpoint", path, err);

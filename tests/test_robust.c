@@ -215,7 +215,8 @@ static void test_no_checkpoint_advice(void) {
     run_command("rm -rf " DIR_, out, sizeof out);
 }
 
-// Wait (up to a minute) until the file at `path` holds `text`, or the process has ended.
+// Wait (up to a minute) until the file at `path` holds `text`, or the process has ended; the file's
+// text is left in `out`.
 static int wait_for_text(const char *path, const char *text, pid_t pid) {
     for (int i = 0; i < 6000; i++) {
         FILE *f = fopen(path, "r");
@@ -365,10 +366,8 @@ static void test_log_write_failure_stops(void) {
     run_command("dd if=/dev/zero of=" DIR_ "/filler bs=1M 2>/dev/null", out, sizeof out);  // until the disk is full
     int status;
     waitpid(pid, &status, 0);
-    FILE *f = fopen(DIR_ ".out", "r");
-    size_t n = f ? fread(out, 1, sizeof out - 1, f) : 0;
-    out[n] = '\0';
-    if (f) fclose(f);
+    wait_for_text(DIR_ ".out", "", pid);  // its output, into out
+    size_t n = strlen(out);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1 && strstr(out, "log.jsonl: write failed"),
           "disk full: status %d: %s", status, out + (n > 600 ? n - 600 : 0));
     run_command("umount " DIR_ "; rm -rf " DIR_ " " DIR_ ".out", out, sizeof out);
