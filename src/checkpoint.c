@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -108,8 +109,47 @@ static long *list_checkpoints(const char *run_dir, int *count) {
     return steps;
 }
 
+int checkpoint_count(const char *run_dir) {
+    int count;
+    free(list_checkpoints(run_dir, &count));
+    return count;
+}
+
 static void ckpt_path(char *out, size_t size, const char *run_dir, long step) {
     snprintf(out, size, "%s/ckpt_%08ld.bin", run_dir, step);
+}
+
+// Steps of the checkpoints this process wrote or checked (checksum), ascending: the only ones
+// retention counts. A file it cannot vouch for (unreadable, or from elsewhere) never makes it delete one.
+// Kept for one run directory (another one starts the list afresh).
+static struct { char dir[4096]; long *steps; int count; size_t cap; } verified;
+
+static void note_verified(const char *run_dir, long step) {
+    if (strcmp(run_dir, verified.dir) != 0) {
+        snprintf(verified.dir, sizeof verified.dir, "%s", run_dir);
+        verified.count = 0;
+    }
+    for (int i = 0; i < verified.count; i++)
+        if (verified.steps[i] == step) return;
+    if ((size_t)verified.count == verified.cap) {
+        verified.cap = verified.cap ? 2 * verified.cap : 16;
+        verified.steps = realloc(verified.steps, verified.cap * sizeof(long));
+        if (!verified.steps) die(1, "out of memory");
+    }
+    int i = verified.count++;
+    for (; i > 0 && verified.steps[i - 1] > step; i--) verified.steps[i] = verified.steps[i - 1];
+    verified.steps[i] = step;
+}
+
+long checkpoint_files_needed(const Config *cfg, long *steps_left) {
+    long from = verified.count ? verified.steps[verified.count - 1] : 0, every = cfg->checkpoint_every;
+    *steps_left = cfg->steps > from ? cfg->steps - from : 0;
+    // Due steps, the last step, and one at a stop by signal; never more than the steps left.
+    long writes = (every > 0 ? cfg->steps / every - from / every : 0) + 2;
+    if (writes > *steps_left) writes = *steps_left;
+    if (writes == 0) return 0;
+    long have = verified.count, keep = cfg->keep, steady = keep < have + writes - 1 ? keep : have + writes - 1;
+    return 1 + (steady > have ? steady - have : 0);  // the one being written, plus the growth up to keep
 }
 
 // fsync the directory holding `path`, so that a rename into it survives a crash.
@@ -185,14 +225,20 @@ void checkpoint_save(const char *run_dir, const Config *cfg, const GPT *m, const
     char path[4096];
     ckpt_path(path, sizeof path, run_dir, st->step);
     checkpoint_write(path, cfg, m, opt, st);
+    note_verified(run_dir, st->step);
+    if (verified.count < keep) return;
+    // The newest `keep` verified checkpoints stay; every file named like a checkpoint older than them goes.
+    long oldest_kept = verified.steps[verified.count - keep];
     int count;
     long *steps = list_checkpoints(run_dir, &count);
-    for (int i = 0; i + keep < count; i++) {
+    for (int i = 0; i < count && steps[i] < oldest_kept; i++) {
         char old[4096];
         ckpt_path(old, sizeof old, run_dir, steps[i]);
         unlink(old);
     }
     free(steps);
+    memmove(verified.steps, verified.steps + verified.count - keep, keep * sizeof(long));
+    verified.count = (int)keep;
 }
 
 typedef struct {
@@ -204,8 +250,9 @@ typedef struct {
 // Read and check a checkpoint's header, metadata and checksum. Returns an error message or NULL.
 static const char *ckpt_open(const char *path, CkptInfo *info, FILE **out) {
     memset(info, 0, sizeof *info);
-    FILE *f = fopen(path, "rb");
-    if (!f) return "cannot open";
+    const char *why;
+    FILE *f = open_input(path, &why);
+    if (!f) return why;
     if (fread(info->header, 1, HEADER_BYTES, f) != HEADER_BYTES) { fclose(f); return "shorter than its header"; }
     const unsigned char *h = info->header;
     if (get32(h, 0) != CKPT_MAGIC) { fclose(f); return "not a normgpt checkpoint (bad magic)"; }
@@ -241,22 +288,26 @@ static const char *ckpt_open(const char *path, CkptInfo *info, FILE **out) {
 char *checkpoint_find_latest(const char *run_dir) {
     int count;
     long *steps = list_checkpoints(run_dir, &count);
-    for (int i = count - 1; i >= 0; i--) {
+    char *latest = NULL;
+    for (int i = count - 1; i >= 0; i--) {  // the older ones are checked too: retention counts them
         char path[4096];
         ckpt_path(path, sizeof path, run_dir, steps[i]);
         CkptInfo info;
-        FILE *f;
+        FILE *f = NULL;
         const char *err = ckpt_open(path, &info, &f);
         if (!err) {
             fclose(f);
             free(info.meta);
-            free(steps);
-            return strdup(path);
+            note_verified(run_dir, steps[i]);
+            if (!latest) latest = strdup(path);
+        } else if (!latest) {
+            warn("%s: %s; trying an older checkpoint", path, err);
         }
-        warn("%s: %s; trying an older checkpoint", path, err);
     }
     free(steps);
-    die(1, "%s: no valid checkpoint to resume from", run_dir);
+    if (latest) return latest;
+    die(1, "%s: no valid checkpoint to resume from (a run stopped before its first checkpoint starts again: "
+        "./train --config FILE --overwrite)", run_dir);
 }
 
 static cJSON *open_meta(const char *path, CkptInfo *info, FILE **f) {
@@ -288,24 +339,37 @@ static double meta_number(const cJSON *meta, const char *key, const char *path) 
     return item->valuedouble;
 }
 
+// A count in the metadata: an integer in [0, max] (max below 2^53, where doubles hold every integer).
+static double meta_count(const cJSON *meta, const char *key, double max, const char *path) {
+    double x = meta_number(meta, key, path);
+    if (!(x >= 0 && x <= max) || x != floor(x))
+        die(1, "%s: metadata '%s' is %g, not an integer in [0, %.0f]", path, key, x, max);
+    return x;
+}
+
+#define MAX_COUNT 9e15  // steps, windows: far beyond any run, and exact in a double and a long
+
 long checkpoint_step(const char *path) {
     CkptInfo info;
     FILE *f;
     cJSON *meta = open_meta(path, &info, &f);
     fclose(f);
-    long step = (long)meta_number(meta, "step", path);
+    long step = (long)meta_count(meta, "step", MAX_COUNT, path);
     cJSON_Delete(meta);
     free(info.meta);
     return step;
 }
 
-// The run state's part of the metadata (metadata_json writes it).
+// The run state's part of the metadata (metadata_json writes it), every field checked: a
+// checkpoint is a file, and what it says must be a state the trainer can reach.
 static void read_run_state(const cJSON *meta, const char *path, RunState *st) {
-    st->step = (long)meta_number(meta, "step", path);
-    st->data_position = (uint64_t)meta_number(meta, "data_position", path);
+    st->step = (long)meta_count(meta, "step", MAX_COUNT, path);
+    st->data_position = (uint64_t)meta_count(meta, "data_position", MAX_COUNT, path);
     const cJSON *rng = cJSON_GetObjectItemCaseSensitive(meta, "sample_rng");
-    if (!cJSON_IsString(rng) || sscanf(rng->valuestring, "%" SCNx64, &st->sample_rng) != 1)
-        die(1, "%s: metadata lacks 'sample_rng'", path);
+    int digits = 0;
+    if (!cJSON_IsString(rng) || strlen(rng->valuestring) != 16 ||
+        sscanf(rng->valuestring, "%" SCNx64 "%n", &st->sample_rng, &digits) != 1 || digits != 16)
+        die(1, "%s: metadata 'sample_rng' is not 16 hexadecimal digits", path);
     // Absent in checkpoints from before data-parallel training: one process.
     const cJSON *world = cJSON_GetObjectItemCaseSensitive(meta, "world_size");
     double ranks = world ? meta_number(meta, "world_size", path) : 1;
@@ -314,14 +378,17 @@ static void read_run_state(const cJSON *meta, const char *path, RunState *st) {
     st->world_size = (int)ranks;
     // Absent in checkpoints from before train.skip_outliers: an empty window.
     const cJSON *history = cJSON_GetObjectItemCaseSensitive(meta, "outlier_history");
+    if (history && !cJSON_IsArray(history))
+        die(1, "%s: metadata 'outlier_history' is not a list of (loss, grad norm) pairs", path);
     st->n_history = 0;
     for (const cJSON *pair = history ? history->child : NULL; pair; pair = pair->next, st->n_history++) {
         for (int k = 0; k < 2; k++) {
             const cJSON *v = cJSON_GetArrayItem(pair, k);
             char *end = NULL;
             double x = cJSON_IsString(v) ? strtod(v->valuestring, &end) : 0;
-            if (st->n_history == MAX_OUTLIER_WINDOW || !end || end == v->valuestring || *end)
-                die(1, "%s: metadata 'outlier_history' is not a list of (loss, grad norm) pairs", path);
+            if (st->n_history == MAX_OUTLIER_WINDOW || cJSON_GetArraySize(pair) != 2 || !end ||
+                end == v->valuestring || *end || !isfinite(x) || x < 0)
+                die(1, "%s: metadata 'outlier_history' is not a list of finite (loss, grad norm) pairs", path);
             st->history[st->n_history][k] = x;
         }
     }
@@ -360,7 +427,15 @@ static void load(const char *path, GPT *m, AdamW *opt, RunState *st) {
     if (info.n_params != m->n_params)
         die(1, "%s: holds %zu parameters, the model has %zu", path, info.n_params, m->n_params);
     if (st) read_run_state(meta, path, st);
-    if (opt) opt->t = (long)meta_number(meta, "adam_t", path);
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    long named;
+    if (st && ckpt_step(base, &named) && named != st->step)
+        warn("%s: its name says step %ld, but it holds step %ld (renamed by hand?); using step %ld", path, named,
+             st->step, st->step);
+    if (opt) {  // every AdamW update is an optimizer step (skipped steps update nothing)
+        double steps = st ? (double)st->step : MAX_COUNT;
+        opt->t = (long)meta_count(meta, "adam_t", steps, path);
+    }
     size_t n = m->n_params;
     real *dest[3] = {m->params, opt ? opt->m : NULL, opt ? opt->v : NULL};
     if (fseek(f, (long)info.data_offset, SEEK_SET) != 0) die(1, "%s: seek failed", path);

@@ -22,16 +22,25 @@
 // Write a checkpoint file at `path` atomically: the model's parameters, the optimizer state `opt`
 // (NULL: a fresh one, zero moments and adam_t 0) and the trainer's run state `st`.
 void checkpoint_write(const char *path, const Config *cfg, const GPT *m, const AdamW *opt, const RunState *st);
-// Write RUN_DIR/ckpt_<step>.bin (checkpoint_write), then delete all but the newest `keep`.
+// Write RUN_DIR/ckpt_<step>.bin (checkpoint_write), then delete the files named like checkpoints
+// older than the newest `keep` that this process wrote or verified (checkpoint_find_latest): a file
+// that does not pass its checksum is never counted, and the newest valid one never deleted.
 void checkpoint_save(const char *run_dir, const Config *cfg, const GPT *m, const AdamW *opt,
                      const RunState *st, long keep);
+// How many checkpoints beyond those on disk now the run of cfg needs room for at its fullest: it
+// continues from the newest verified one (a fresh run: from step 0; *steps_left says how many
+// steps remain), and the verified ones on disk count towards out.keep.
+long checkpoint_files_needed(const Config *cfg, long *steps_left);
 // An upper bound on the size of a checkpoint of this model (for the free-space check at start).
 size_t checkpoint_bytes(const Config *cfg, const GPT *m);
 // Path of the newest checkpoint in run_dir that passes its checksum (older ones are tried in
-// turn, with a warning naming each bad file). Exits if there is none. Caller frees.
+// turn, with a warning naming each bad file newer than it; all are checked, for retention). Exits
+// if there is none. Caller frees.
 char *checkpoint_find_latest(const char *run_dir);
 // The optimizer steps a checkpoint's run had taken.
 long checkpoint_step(const char *path);
+// How many files in run_dir are named like checkpoints (ckpt_SSSSSSSS.bin), valid or not.
+int checkpoint_count(const char *run_dir);
 // Read only the config embedded in a checkpoint.
 void checkpoint_read_config(const char *path, Config *cfg);
 // Resume a run: parameters, optimizer state and run state, into a model built from the

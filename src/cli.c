@@ -145,6 +145,7 @@ void parse_args(int argc, char **argv, Config *cfg, Args *args) {
         const char **slot = value_slot(args, argv[i]);
         if (!slot) continue;
         if (i + 1 >= argc) die(EXIT_CONFIG, "command line: %s needs an argument", argv[i]);
+        if (*slot) die(EXIT_CONFIG, "command line: %s is given twice", argv[i]);
         *slot = argv[++i];
     }
     check_command(args);

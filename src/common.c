@@ -5,6 +5,9 @@
 
 jmp_buf *die_jump;
 char die_prefix[32];
+static void (*die_cleanup)(void);
+
+void at_die(void (*cleanup)(void)) { die_cleanup = cleanup; }
 
 void die(int code, const char *fmt, ...) {
     va_list ap;
@@ -19,6 +22,7 @@ void die(int code, const char *fmt, ...) {
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
+    if (die_cleanup) die_cleanup();
 #ifdef __SANITIZE_ADDRESS__
     // Whatever the program had allocated when it died is not a leak: skip LeakSanitizer's check at
     // exit (an atexit handler), which would report buffers the caller only held in registers.
@@ -57,8 +61,25 @@ double now_seconds(void) {
 }
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+
+FILE *open_input(const char *path, const char **why) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // O_NONBLOCK: opening a FIFO must not wait
+    if (fd < 0) { *why = strerror(errno); return NULL; }
+    struct stat st = {0};
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        *why = S_ISDIR(st.st_mode) ? "a directory, not a regular file" : "not a regular file";
+        close(fd);
+        errno = EINVAL;
+        return NULL;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    FILE *f = fdopen(fd, "rb");
+    if (!f) { *why = strerror(errno); close(fd); }
+    return f;
+}
 
 int write_file_atomic(const char *path, const void *data, size_t size) {
     char tmp[4200];

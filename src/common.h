@@ -46,6 +46,8 @@ void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), no
 extern jmp_buf *die_jump;
 // Put after "error: " in every message: "rank R: " on the ranks other than 0 of an MPI run (dist.c).
 extern char die_prefix[32];
+// Have die() call `cleanup` (NULL: nothing) before it exits, e.g. to remove what a refused start created.
+void at_die(void (*cleanup)(void));
 // Print "warning: " and one line to stderr, and carry on.
 void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void *xcalloc(size_t n, size_t size);
@@ -55,6 +57,10 @@ double now_seconds(void);
 int write_file_atomic(const char *path, const void *data, size_t size);
 // mkdir -p. Returns 0 or -1 with errno set.
 int make_dirs(const char *path);
+// Open an input file (config, shard, checkpoint, tokenizer, log) for reading. Anything but a regular
+// file or a symlink to one is refused without blocking: a FIFO would hang, a device never end.
+// Returns the stream, or NULL with *why set ("not a regular file", or strerror's text).
+FILE *open_input(const char *path, const char **why);
 
 // The little-endian uint32 at p (file headers: shards, tokenizer, checkpoints).
 static inline uint32_t le32(const unsigned char *p) {

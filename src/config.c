@@ -241,6 +241,13 @@ static void set_from_json(Config *c, const ConfigKey *k, const cJSON *item, cons
     else set_number(c, k, item->valuedouble, source);
 }
 
+// A key given twice in one object (first: its first key): cJSON keeps both, the last would silently win.
+static void refuse_repeated_key(const cJSON *first, const cJSON *item, const char *prefix, const char *source) {
+    for (const cJSON *before = first; before != item; before = before->next)
+        if (!strcmp(before->string, item->string))
+            die(EXIT_CONFIG, "%s: key %s%s is given twice", source, prefix, item->string);
+}
+
 // model.blocks: an array of {"placement": P, "norm": N, "qk_norm": B}; a missing norm means model.norm,
 // a missing qk_norm model.qk_norm.
 static void set_blocks(Config *c, const cJSON *array, const char *source) {
@@ -255,6 +262,9 @@ static void set_blocks(Config *c, const cJSON *array, const char *source) {
         spec->qk_norm = QK_NORM_UNSET;
         if (!cJSON_IsObject(b)) die(EXIT_CONFIG, "%s: model.blocks[%d] must be an object", source, c->n_blocks);
         for (const cJSON *item = b->child; item; item = item->next) {
+            char prefix[64];
+            snprintf(prefix, sizeof prefix, "model.blocks[%d].", c->n_blocks);
+            refuse_repeated_key(b->child, item, prefix, source);
             if (!strcmp(item->string, "qk_norm")) {
                 if (!cJSON_IsBool(item))
                     die(EXIT_CONFIG, "%s: model.blocks[%d].qk_norm must be true or false", source, c->n_blocks);
@@ -276,21 +286,37 @@ static void set_blocks(Config *c, const cJSON *array, const char *source) {
     }
 }
 
+static int line_at(const char *text, const char *at) {
+    int line = 1;
+    for (const char *p = text; at && p < at; p++) line += (*p == '\n');
+    return line;
+}
+
+// cJSON decodes \u0000 into a NUL that silently cuts a key, a name or a path short: refused.
+static void refuse_nul_escapes(const char *text, const char *source) {
+    for (const char *p = text; *p; p++) {
+        if (*p != '\\' || !p[1]) continue;
+        if (p[1] == 'u' && !strncmp(p + 2, "0000", 4))
+            die(EXIT_CONFIG, "%s:%d: \\u0000 (a NUL character) inside a string", source, line_at(text, p));
+        p++;  // the escaped character, so that \\u0000 (an escaped backslash, then text) is not mistaken for one
+    }
+}
+
 void config_apply_json(Config *c, const char *json_text, const char *source) {
     const char *error_at = NULL;
     cJSON *root = cJSON_ParseWithOpts(json_text, &error_at, 1);
-    if (!root) {
-        int line = 1;
-        for (const char *p = json_text; error_at && p < error_at; p++) line += (*p == '\n');
-        die(EXIT_CONFIG, "%s:%d: malformed JSON", source, line);
-    }
+    if (!root) die(EXIT_CONFIG, "%s:%d: malformed JSON", source, line_at(json_text, error_at));
+    refuse_nul_escapes(json_text, source);
     if (!cJSON_IsObject(root)) die(EXIT_CONFIG, "%s: the top level must be a JSON object", source);
     for (const cJSON *section = root->child; section; section = section->next) {
         if (!cJSON_IsObject(section))
             die(EXIT_CONFIG, "%s: '%s' must be an object of keys (model, train, data, eval, sample, diag, out)",
                 source, section->string);
+        refuse_repeated_key(root->child, section, "", source);
         for (const cJSON *item = section->child; item; item = item->next) {
             char name[512];
+            snprintf(name, sizeof name, "%s.", section->string);
+            refuse_repeated_key(section->child, item, name, source);
             snprintf(name, sizeof name, "%s.%s", section->string, item->string);
             if (!strcmp(name, "model.blocks")) { set_blocks(c, item, source); continue; }
             const ConfigKey *k = find_key(name);
@@ -302,8 +328,9 @@ void config_apply_json(Config *c, const char *json_text, const char *source) {
 }
 
 void config_load_file(Config *c, const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) die(EXIT_CONFIG, "%s: cannot open config file", path);
+    const char *why;
+    FILE *f = open_input(path, &why);
+    if (!f) die(EXIT_CONFIG, "%s: cannot open config file: %s", path, why);
     fseek(f, 0, SEEK_END);
     long size = ftell(f);
     fseek(f, 0, SEEK_SET);

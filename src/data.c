@@ -16,15 +16,17 @@ static uint32_t read_token(const Shard *s, size_t i) {
 
 static void shard_open(Shard *s, const char *path, long vocab_size) {
     s->path = strdup(path);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) die(1, "%s: cannot open shard: %s", path, strerror(errno));
+    const char *why;
+    FILE *f = open_input(path, &why);
+    if (!f) die(1, "%s: cannot open shard: %s", path, why);
+    int fd = fileno(f);
     struct stat st;
     if (fstat(fd, &st) != 0) die(1, "%s: cannot stat shard: %s", path, strerror(errno));
     size_t size = (size_t)st.st_size;
     if (size < SHARD_HEADER_INTS * 4)
         die(1, "%s: shorter (%zu bytes) than the 1024-byte shard header", path, size);
     s->map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
+    fclose(f);
     if (s->map == MAP_FAILED) die(1, "%s: cannot map shard: %s", path, strerror(errno));
     s->map_bytes = size;
     const uint8_t *h = s->map;

@@ -1,6 +1,7 @@
 #include "machine.h"
 #include "dist.h"
 #include <omp.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -44,20 +45,53 @@ double mfu_percent(double flops_per_token, double tok_s, double peak, const char
     return mfu;
 }
 
-// The activations are those saved for the backward, plus its scratch.
+// One number from a file (a /proc or /sys entry); -1 when absent or not a number ("max").
+static double read_number(const char *path, const char *after) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[256];
+    double x = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (after && strncmp(line, after, strlen(after)) != 0) continue;
+        char *end;
+        double v = strtod(line + (after ? strlen(after) : 0), &end);
+        if (end != line + (after ? strlen(after) : 0)) x = after ? v * 1024 : v;  // meminfo counts kB
+        break;
+    }
+    fclose(f);
+    return x;
+}
+
+// Bytes this process can still take: MemAvailable, and what is left under a cgroup's limit (v2 or v1).
+static double available_memory(void) {
+    double avail = read_number("/proc/meminfo", "MemAvailable:");
+    if (avail < 0) avail = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE);
+    static const char *cgroups[][2] = {{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"},
+                                       {"/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                        "/sys/fs/cgroup/memory/memory.usage_in_bytes"}};
+    for (int i = 0; i < 2; i++) {
+        double limit = read_number(cgroups[i][0], NULL), used = read_number(cgroups[i][1], NULL);
+        if (limit > 0 && limit < 1e18 && limit - (used > 0 ? used : 0) < avail) avail = limit - (used > 0 ? used : 0);
+    }
+    return avail;
+}
+
+// The activations are those saved for the backward, plus its scratch. `m` may be a plan (gpt_plan):
+// a run too big for the machine is then refused before anything is allocated or written.
 double memory_budget(const GPT *m) {
     double params = (double)m->n_params * sizeof(real), acts = (double)m->n_acts * sizeof(real);
     double copies = (double)m->n_bf16 * sizeof(bf16);  // bf16 runs: the weights' and operands' copies
-    double total = 4 * params + acts + copies, ram = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE);
+    double total = 4 * params + acts + copies, avail = available_memory(), ranks = dist_local_ranks();
     char bf16_part[64] = "";
     if (m->bf16) snprintf(bf16_part, sizeof bf16_part, " + bf16 copies %.1f", copies / MiB);
     printf("memory budget: parameters %.1f + gradients %.1f + AdamW moments %.1f + activations %.1f%s%s = %.1f MiB\n",
            params / MiB, params / MiB, 2 * params / MiB, acts / MiB, m->recompute ? " (recomputed)" : "", bf16_part,
            total / MiB);
-    if (total > ram)
-        die(1, "memory: the run needs %.1f GiB but this machine has %.1f GiB; %s", total / 1024 / MiB,
-            ram / 1024 / MiB, m->recompute ? "lower train.batch_size (gradient accumulation keeps the step's tokens)"
-                                           : "set train.recompute=true, or lower train.batch_size");
+    if (total * ranks > avail)
+        die(1, "memory: the run needs %.2f GiB%s but %.2f GiB are available (MemAvailable, cgroup limit); %s",
+            total * ranks / 1024 / MiB, ranks > 1 ? " for its ranks on this machine" : "", avail / 1024 / MiB,
+            m->recompute ? "lower train.batch_size (gradient accumulation keeps the step's tokens)"
+                           : "set train.recompute=true, or lower train.batch_size");
     return total;
 }
 

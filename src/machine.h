@@ -18,8 +18,10 @@ double measure_sgemm_peak(void);
 // Model FLOP utilization in percent, and the remark that goes with it: above 100% the peak it is
 // measured against was itself measured while other programs loaded the machine ("" otherwise).
 double mfu_percent(double flops_per_token, double tok_s, double peak, const char **remark);
-// What a training run must hold (parameters, gradients, AdamW's two moments, activations, and the bf16
-// copies of a bf16 run), printed as one line, in bytes. Exits when it exceeds the machine's memory.
+// What a training run of m (built, or only planned by gpt_plan) must hold (parameters, gradients,
+// AdamW's two moments, activations, and the bf16 copies of a bf16 run), printed as one line, in bytes.
+// Exits when it exceeds the memory available (MemAvailable, and what a cgroup limit leaves), times
+// the ranks on this machine.
 double memory_budget(const GPT *m);
 double peak_rss_bytes(void);
 

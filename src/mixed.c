@@ -2,6 +2,27 @@
 #include "kernels.h"
 #include <math.h>
 
+// The bf16 copies' parts: the products' inputs, the widest product output, q, k, v and P.
+typedef struct { size_t inputs, out, qkv, sq; } CopySizes;
+
+static CopySizes copy_sizes(const GPT *m) {
+    size_t N = (size_t)m->maxB * m->seqT, S = m->S, C = m->C, F = m->F, QKV = (size_t)(m->H + 2 * m->Hkv) * m->hs;
+    size_t FC = m->swiglu ? 2 * F : F, widest = QKV;
+    if (S > widest) widest = S;
+    if (FC > widest) widest = FC;
+    if ((size_t)m->V > widest) widest = m->V;
+    // Kept from a block's forward for its backward: its products' inputs, q, k, v and P (one set for
+    // all blocks with train.recompute, which reruns a block's forward before its backward).
+    size_t sets = m->recompute ? 1 : (size_t)m->L;
+    return (CopySizes){.inputs = sets * N * (2 * S + C + F) + N * S,  // + the LM head's input
+                       .out = N * widest, .qkv = sets * N * QKV, .sq = sets * m->maxB * m->H * m->seqT * m->seqT};
+}
+
+size_t mixed_count(const GPT *m) {
+    CopySizes c = copy_sizes(m);
+    return m->n_params + c.inputs + c.out + c.qkv + c.sq;
+}
+
 #ifdef NORMGPT_DOUBLE  // the tests' build: `real` is double, the bf16 API float
 
 __attribute__((noreturn)) static void float_only(void) {
@@ -25,12 +46,6 @@ void mixed_classifier_backward(const GPT *m, real *dinp, const Linear *head, con
 
 #else
 
-static int widest(const int *w, int n) {
-    int best = 0;
-    for (int i = 0; i < n; i++) best = w[i] > best ? w[i] : best;
-    return best;
-}
-
 static Bf16Heads heads(const GPT *m, int B, int T) {
     int QKV = (m->H + 2 * m->Hkv) * m->hs;
     return (Bf16Heads){B, T, m->H, m->Hkv, m->hs, QKV, QKV};
@@ -41,15 +56,10 @@ void mixed_build(GPT *m) {
     if (why) die(EXIT_CONFIG, "%s", why);
     int N = m->maxB * m->seqT, S = m->S, C = m->C, F = m->F, QKV = (m->H + 2 * m->Hkv) * m->hs;
     int FC = m->swiglu ? 2 * F : F;
-    int outs[] = {QKV, S, FC, m->V};
-    size_t n_out = (size_t)N * widest(outs, 4);
-    // Kept from a block's forward for its backward: its products' inputs, q, k, v and P (one set for
-    // all blocks with train.recompute, which reruns a block's forward before its backward).
-    size_t sets = m->recompute ? 1 : (size_t)m->L;
-    size_t n_inputs = sets * N * (2 * S + C + F) + (size_t)N * S;  // + the LM head's input
-    size_t n_qkv = sets * N * QKV, n_sq = sets * m->maxB * m->H * m->seqT * m->seqT;
+    CopySizes sizes = copy_sizes(m);
+    size_t n_out = sizes.out, n_qkv = sizes.qkv;
     m->bf16_stale = 1;
-    m->n_bf16 = m->n_params + n_inputs + n_out + n_qkv + n_sq;
+    m->n_bf16 = mixed_count(m);
     m->params_bf16 = xcalloc(m->n_bf16, sizeof(bf16));
     bf16 *next = m->params_bf16 + m->n_params;
     for (int l = 0; l < m->L; l++) {

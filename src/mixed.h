@@ -11,6 +11,8 @@
 // The bf16 buffers of a training model of (maxB, seqT) tokens, and oneDNN's primitives for every
 // product shape, created now rather than in the first step. Exits with one line (bf16_unsupported)
 // where bf16 cannot run.
+// How many bf16 values mixed_build allocates for m (its shapes set): the memory budget's share.
+size_t mixed_count(const GPT *m);
 void mixed_build(GPT *m);
 void mixed_free(GPT *m);
 // Cast the weights to their bf16 copy when they changed since the last cast.

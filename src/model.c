@@ -333,7 +333,10 @@ static void build(GPT *m, const Config *cfg, int B, int T, int grads, int shared
     Arena arena = {0};
     layout_acts(m, &arena, shared, grads);
     m->n_acts = arena.used;
-    if (!allocate) return;
+    if (!allocate) {
+        m->n_bf16 = m->bf16 ? mixed_count(m) : 0;
+        return;
+    }
     m->act_memory = arena.base = xcalloc(arena.used, sizeof(real));
     arena.used = 0;
     layout_acts(m, &arena, shared, grads);

@@ -24,8 +24,9 @@ static void tokenizer_load_encoding(Tokenizer *t, FILE *f, const char *path) {
 void tokenizer_load(Tokenizer *t, const char *path, long model_vocab) {
     memset(t, 0, sizeof *t);
     if (!path[0]) return;
-    FILE *f = fopen(path, "rb");
-    if (!f) die(1, "%s: cannot open tokenizer (data.tokenizer)", path);
+    const char *why;
+    FILE *f = open_input(path, &why);
+    if (!f) die(1, "%s: cannot open tokenizer (data.tokenizer): %s", path, why);
     unsigned char header[1024];
     if (fread(header, 1, sizeof header, f) != sizeof header) die(1, "%s: shorter than the tokenizer header", path);
     int32_t magic = (int32_t)le32(header), version = (int32_t)le32(header + 4);

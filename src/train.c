@@ -39,7 +39,7 @@ static int due(long every, long step) { return every > 0 && step % every == 0; }
 static void log_val_loss(FILE *log, long step, double loss) {
     printf("step %ld: val loss %.4f\n", step, loss);
     fprintf(log, "{\"step\":%ld,\"val_loss\":%.6f}\n", step, loss);
-    fflush(log);
+    run_log_flush(log);
 }
 
 // What the run prints and logs before its first step.
@@ -88,7 +88,7 @@ static void report_step(FILE *log, const Config *cfg, long step, const StepResul
            remark, eta);
     fprintf(log, "{\"step\":%ld,\"loss\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,\"ms\":%.3f,\"tokens_per_s\":%.1f%s}\n",
             step, r->loss, r->lr, r->grad_norm, ms, tok_s, r->skipped ? ",\"skipped\":true" : "");
-    fflush(log);
+    run_log_flush(log);
 }
 
 // The weights, AdamW state and run state of a resumed run (rank 0), whose log then ends at its step.
@@ -163,12 +163,35 @@ static void init_from(GPT *m, const char *source) {
     free(path);
 }
 
+// Rank 0 writes the checkpoint of st->step (checkpoint.h); every rank checks it holds the same
+// parameters. Returns the step.
+static long save_checkpoint(const RunDir *run, const Config *cfg, const GPT *m, const AdamW *opt, const RunState *st) {
+    dist_check_identical(m->params, m->n_params * sizeof(real), "parameters");
+    if (dist_rank() == 0) checkpoint_save(run->dir, cfg, m, opt, st, cfg->keep);
+    printf("checkpoint: %s/ckpt_%08ld.bin\n", run->dir, st->step);
+    return st->step;
+}
+
+// A signal discarded the step in progress: the last completed one is checkpointed (unless it is
+// already: `saved`), and the run ends with how to continue it.
+static void stop_after_signal(const RunDir *run, const Config *cfg, const GPT *m, const AdamW *opt,
+                              const RunState *st, int sig, long saved) {
+    printf("signal %d: step %ld was stopped unfinished and discarded\n", sig, st->step + 1);
+    if (st->step == 0) {
+        printf("stopped by signal %d before the first step; no checkpoint: start again with --overwrite\n", sig);
+        return;
+    }
+    if (st->step > saved) save_checkpoint(run, cfg, m, opt, st);
+    printf("stopped by signal %d after step %ld; continue with ./train --resume %s\n", sig, st->step, run->dir);
+}
+
 static int train_command(const Args *args, Config *cfg) {
     int world = dist_world(), root = dist_rank() == 0;
+    RunDir run = run_dir_at(args->resume_dir ? args->resume_dir : cfg->out_dir);
+    if (root && !args->check) run_dir_lock(&run, !args->resume_dir);  // --check writes nothing, locks nothing
     char *resume_path = NULL;
     long taken = 0;  // steps the resumed run has taken
     static Config before_extension;
-    RunDir run = run_dir_at(args->resume_dir ? args->resume_dir : cfg->out_dir);
     if (args->resume_dir && root) {
         resume_path = checkpoint_find_latest(args->resume_dir);
         checkpoint_read_config(resume_path, cfg);
@@ -188,6 +211,10 @@ static int train_command(const Args *args, Config *cfg) {
     print_machine(threads);
     free(config_text);
     if (args->check) return check_command(cfg);
+    GPT plan;  // the budget before anything is allocated or written
+    gpt_plan(&plan, cfg);
+    double budget = memory_budget(&plan);
+    gpt_free(&plan);
 
     if (root) run_dir_check(&run, cfg, resume_path, args->overwrite);
     if (args->resume_dir && taken >= cfg->steps) {
@@ -219,26 +246,28 @@ static int train_command(const Args *args, Config *cfg) {
     double flops_per_token = gpt_flops_per_token(&model, (int)cfg->seq_len);
     double sgemm_peak = measure_sgemm_peak(), bf16_peak = model.bf16 ? bf16_measure_peak() : 0;
     print_run(cfg, &model, &split, flops_per_token);
-    double budget = memory_budget(&model);
     printf("precision %s: sgemm peak measured now: %.1f GFLOP/s", cfg->precision, sgemm_peak / 1e9);
     if (model.bf16) printf(", bf16 matmul peak %.1f GFLOP/s (MFU against it)", bf16_peak / 1e9);
     printf("\n");
     double peak = (model.bf16 ? bf16_peak : sgemm_peak) * world;  // MFU against every rank's cores (alike machines)
 
-    FILE *log = fopen(root ? run.log_path : "/dev/null", "a");
-    if (!log) die(1, "%s: cannot open: %s", run.log_path, strerror(errno));
+    FILE *log = run_dir_open_log(&run, root);
     Trainer trainer = {.cfg = cfg, .model = &model, .opt = &opt, .st = &st, .train = &train, .split = split,
                        .log = log, .run_dir = run.dir};
     trainer_init(&trainer);
     if (have_val && cfg->eval_every > 0 && st.step == 0) log_val_loss(log, 0, validation_loss(&val, &model, cfg));
 
     double ema_ms = 0, timed_seconds = 0;  // steps after the first, which pays for page faults and warm-up
-    long first_step = st.step + 1, timed_steps = 0;
+    long first_step = st.step + 1, timed_steps = 0, saved = st.step;  // saved: the newest checkpoint's step
     while (st.step < cfg->steps) {
         long step = st.step + 1;
         double t0 = now_seconds();
         profile_enabled = args->profile && step > first_step;
         StepResult r = train_step(&trainer);
+        if (r.stop_signal) {
+            stop_after_signal(&run, cfg, &model, &opt, &st, r.stop_signal, saved);
+            break;
+        }
         double ms = 1e3 * (now_seconds() - t0);
         profile_enabled = 0;  // evaluation and sampling are not part of a step
         if (step > first_step) { timed_steps++; timed_seconds += ms / 1e3; }
@@ -264,16 +293,7 @@ static int train_command(const Args *args, Config *cfg) {
             st.sample_rng = rng.state;
             printf("----\n");
         }
-        if (last || r.stop_signal || due(cfg->checkpoint_every, step)) {
-            dist_check_identical(model.params, model.n_params * sizeof(real), "parameters");
-            if (root) checkpoint_save(run.dir, cfg, &model, &opt, &st, cfg->keep);
-            printf("checkpoint: %s/ckpt_%08ld.bin\n", run.dir, step);
-        }
-        if (r.stop_signal) {
-            printf("stopped by signal %d after step %ld; continue with ./train --resume %s\n", r.stop_signal, step,
-                   run.dir);
-            break;
-        }
+        if (last || due(cfg->checkpoint_every, step)) saved = save_checkpoint(&run, cfg, &model, &opt, &st);
     }
 
     if (timed_steps > 0) {
@@ -298,6 +318,7 @@ static int train_command(const Args *args, Config *cfg) {
 }
 
 int main(int argc, char **argv) {
+    install_stop_handlers();  // first: a signal during start-up stops the run, not the process
     Config cfg;
     Args args;
     dist_init(&argc, &argv);
@@ -309,6 +330,7 @@ int main(int argc, char **argv) {
                             : args.probe_dir ? "--probe" : NULL;
     if (one_process && dist_world() > 1)
         die(EXIT_CONFIG, "command line: %s runs as one process, not under mpirun", one_process);
+    if (one_process) release_stop_handlers();
     if (args.convert_path) return convert_command(&args);
     if (args.generate_path) return generate_command(&args, &cfg);
     if (args.probe_dir) return probe_command(args.probe_dir);

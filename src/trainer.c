@@ -2,12 +2,35 @@
 #include "dist.h"
 #include "kernels.h"
 #include "profile.h"
+#include "rundir.h"
 #include <math.h>
 #include <signal.h>
+#include <unistd.h>
 #include <string.h>
 
 static volatile sig_atomic_t stop_signal = 0;
-static void on_signal(int sig) { stop_signal = sig; }
+
+// The first SIGINT or SIGTERM asks the run to stop (train_step sees it between micro-batches); a
+// second one ends the process at once.
+static void on_signal(int sig) {
+    if (stop_signal) {
+        static const char line[] = "\nsecond signal: exiting at once (the checkpoints on disk are kept)\n";
+        if (write(STDERR_FILENO, line, sizeof line - 1) < 0) {}
+        _exit(128 + sig);
+    }
+    stop_signal = sig;
+}
+
+void install_stop_handlers(void) {
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+}
+
+void release_stop_handlers(void) {
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (stop_signal) raise(stop_signal);
+}
 
 BatchSplit batch_split(const Config *cfg, int world) {
     long windows = cfg->total_batch_tokens / cfg->seq_len;
@@ -32,8 +55,6 @@ void trainer_init(Trainer *t) {
     t->inputs = xcalloc(tokens, sizeof(int));
     t->targets = xcalloc(tokens, sizeof(int));
     t->rank_scalars = xcalloc(2 * (size_t)dist_world(), sizeof(double));
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
 }
 
 void trainer_free(Trainer *t) {
@@ -100,20 +121,23 @@ StepResult train_step(Trainer *t) {
     StepResult r = {0};
     gpt_zero_grad(m);
     for (long micro = 0; micro < s->accum; micro++) {
+        if (stop_signal) break;  // the step is discarded below: every rank still joins the all-reduce
         uint64_t at = st->data_position + (uint64_t)(dist_rank() * s->slice + micro * s->micro_windows);
         TIMED("data", 0, dataset_batch_at(t->train, at, s->micro_windows, t->inputs, t->targets));
         r.loss += gpt_forward(m, t->inputs, t->targets, s->micro_windows, T) / s->accum;
         if (!isfinite(r.loss)) break;  // keep this micro-batch's activations for the diagnosis
         gpt_backward(m, t->inputs, t->targets, s->micro_windows, T, (real)(1.0 / ((double)cfg->total_batch_tokens)));
     }
-    st->data_position += (uint64_t)(s->slice * dist_world());
     TIMED("all-reduce", 0, r.stop_signal = all_reduce_step(m, &r.loss, t->rank_scalars));
+    if (r.stop_signal) return r;  // a signal on any rank discards the step: no update, run state unchanged
+    st->data_position += (uint64_t)(s->slice * dist_world());
     TIMED("gradient norm", 0, r.grad_norm = l2_norm(m->grads, m->n_params));
     dist_broadcast(&r.grad_norm, sizeof r.grad_norm);  // one clip scale everywhere, whatever each rank's threads
     if (!isfinite(r.loss) || !isfinite(r.grad_norm)) stop_nonfinite(t, step, &r);
     if (cfg->diag_every > 0 && (step == 1 || step % cfg->diag_every == 0)) {  // before the update changes the weights
         diag_compute(&t->diag, m, s->micro_windows, T);
         diag_write_json(&t->diag, step, t->log);
+        run_log_flush(t->log);
     }
     r.lr = lr_schedule(cfg, step - 1);
     r.skipped = is_outlier(st, cfg->outlier_window, cfg->skip_outliers, r.loss, r.grad_norm);

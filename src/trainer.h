@@ -54,14 +54,19 @@ typedef struct {
 typedef struct {
     double loss, grad_norm, lr;
     int skipped;      // an outlier under train.skip_outliers: no update
-    int stop_signal;  // SIGINT or SIGTERM reached a rank: checkpoint and stop after this step (else 0)
+    int stop_signal;  // SIGINT or SIGTERM reached a rank: the step was discarded, st is unchanged (else 0)
 } StepResult;
 
-// With the caller's fields set: allocate a step's buffers (once: nothing is allocated inside a step)
-// and install the SIGINT and SIGTERM handlers whose signal train_step reports.
+// With the caller's fields set: allocate a step's buffers (once: nothing is allocated inside a step).
 void trainer_init(Trainer *t);
+// Before anything else in the program: the SIGINT and SIGTERM handlers whose signal train_step
+// reports (a second signal exits at once, status 128 + signal). Commands that do not train release
+// them: the default action again, taken at once for a signal that already came.
+void install_stop_handlers(void);
+void release_stop_handlers(void);
 void trainer_free(Trainer *t);
-// Optimizer step st->step + 1 over the global batch at st->data_position; advances both. A
+// Optimizer step st->step + 1 over the global batch at st->data_position; advances both. A pending
+// signal, checked between micro-batches, discards the step (stop_signal set, nothing advanced). A
 // non-finite loss or gradient norm ends the program naming the step and where it first appears.
 StepResult train_step(Trainer *t);
 

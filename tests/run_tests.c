@@ -2,6 +2,7 @@
 #include <math.h>
 #include <omp.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -105,10 +106,34 @@ int run_command(const char *cmd, char *out, size_t size) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+pid_t spawn(const char *cmd, const char *out_path) {
+    char full[8192], exec_cmd[8300];
+    trainer_command(cmd, full, sizeof full);
+    snprintf(exec_cmd, sizeof exec_cmd, "exec %s > %s 2>&1", full, out_path);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", exec_cmd, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+int wait_for_file(const char *path, pid_t pid) {
+    struct stat st;
+    for (int i = 0; i < 6000; i++) {
+        if (stat(path, &st) == 0) return 1;
+        if (waitpid(pid, NULL, WNOHANG) == pid) return stat(path, &st) == 0;
+        usleep(10000);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const TestCase *suites[] = {kernel_tests, norm_tests, model_tests, checkpoint_tests, convert_tests, generate_tests,
                                 data_config_tests, cli_tests, dist_tests, method_tests, torch_tests, diag_tests,
-                                tokenizer_tests, export_tests, plot_tests, bf16_tests};
+                                tokenizer_tests, export_tests, plot_tests, bf16_tests, robust_tests};
     const char *only = argc > 1 ? argv[1] : NULL;  // optional substring filter
     int passed = 0, failed = 0;
     // Every file a test writes lives under build/tmp/ of this checkout (relative paths), so the suites

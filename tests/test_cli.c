@@ -212,32 +212,6 @@ static void test_convert_checkpoint(void) {
 #define CRASH_DIR "build/tmp/normgpt_crash"
 #define CRASH_A "build/tmp/normgpt_crash_a"
 
-// Start `cmd` in the background (exec'ed by sh, so the pid is the trainer's), output to out_path.
-static pid_t spawn(const char *cmd, const char *out_path) {
-    char full[8192], exec_cmd[8300];
-    trainer_command(cmd, full, sizeof full);
-    snprintf(exec_cmd, sizeof exec_cmd, "exec %s > %s 2>&1", full, out_path);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl("/bin/sh", "sh", "-c", exec_cmd, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
-}
-
-// Wait (up to a minute) until `path` exists or the process has ended. Returns 1 if the file appeared.
-static int wait_for_file(const char *path, pid_t pid) {
-    struct stat st;
-    for (int i = 0; i < 6000; i++) {
-        if (stat(path, &st) == 0) return 1;
-        if (waitpid(pid, NULL, WNOHANG) == pid) return stat(path, &st) == 0;
-        usleep(10000);
-    }
-    return 0;
-}
-
 // B's losses (training and validation, every step) equal A's, and so do the final checkpoints.
 static void check_same_run(const char *b) {
     double la[64], lb[64];
@@ -379,13 +353,13 @@ static void test_nonfinite_stops(void) {
 static void test_out_dir_errors(void) {
     int rc = run_command(SMALL " --out.dir=README.md/run", out, sizeof out);
     CHECK(rc == 1 && strstr(out, "out.dir README.md/run"), "out.dir under a file: rc %d: %s", rc, out);
-    rc = run_command(SMALL " --out.keep=1000000 --out.dir=build/tmp/normgpt_full --overwrite", out, sizeof out);
+    rc = run_command(SMALL " --out.keep=1000000 --out.checkpoint_every=1 --train.steps=10000000 "
+                     "--out.dir=build/tmp/normgpt_full --overwrite", out, sizeof out);
     int lines = 0;
     for (const char *p = out; (p = strstr(p, "error")); p++) lines++;
     CHECK(rc == 1 && lines == 1 && strstr(out, "out.dir build/tmp/normgpt_full") && strstr(out, "free"),
           "checkpoints that cannot fit: rc %d: %s", rc, out);
-    CHECK(run_command("ls -A build/tmp/normgpt_full", out, sizeof out) == 0 && out[0] == '\0',
-          "a refused run left files behind: %s", out);
+    CHECK(run_command("test -e build/tmp/normgpt_full", out, sizeof out) != 0, "a refused run left its directory");
     run_command("rm -rf build/tmp/normgpt_full", out, sizeof out);
 }
 

@@ -5,6 +5,7 @@
 #include "common.h"
 #include "config.h"
 #include "rng.h"
+#include <sys/types.h>
 
 extern int test_failures;  // failed checks in the running test
 
@@ -32,6 +33,12 @@ void trainer_command(const char *cmd, char *full, size_t size);
 // Run a shell command, capturing stdout+stderr into out (size bytes). Returns the exit status.
 int run_command(const char *cmd, char *out, size_t size);
 
+// Start `cmd` (trainer_command applied) in the background, exec'ed by sh so that the pid is the
+// trainer's, its output to out_path.
+pid_t spawn(const char *cmd, const char *out_path);
+// Wait (up to a minute) until `path` exists or the process has ended. Returns 1 if the file appeared.
+int wait_for_file(const char *path, pid_t pid);
+
 // A tiny validated Pre-LN model config (test_model.c): every parameter can be checked by finite
 // differences in well under a second.
 Config tiny_config(int bias, int tied);
@@ -48,5 +55,6 @@ extern const TestCase method_tests[];
 extern const TestCase kernel_tests[], model_tests[], data_config_tests[], cli_tests[];
 extern const TestCase norm_tests[], convert_tests[], dist_tests[], generate_tests[], torch_tests[], diag_tests[];
 extern const TestCase tokenizer_tests[], export_tests[], plot_tests[], checkpoint_tests[], bf16_tests[];
+extern const TestCase robust_tests[];
 
 #endif
