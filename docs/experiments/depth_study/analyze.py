@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 
 STALL_MARGIN = 0.05  # a final val loss within this of the unigram level (or above) is a stall
 SPIKE_JUMP = 1.0     # a training loss this far above the lowest before it, after warmup, is a spike
+STALL_FLAT = 0.02    # above the unigram level, a second half that gains less than this is a stall
 
 
 def shard_tokens(pattern):
@@ -102,18 +103,24 @@ def mean_spread(values):
 
 
 def fragility(run, unigram):
-    """(label, detail) of one run: diverged, stalled, spiked or ok."""
+    """(label, detail) of one run: diverged; stalled (ends at the unigram level, or above it with a flat
+    second half); slow (above the unigram level but still falling: the lr is too small for the budget);
+    spiked (a training-loss jump after warmup); or ok."""
     if run.outcome == "diverged":
         last = run.steps[-1]["step"] if run.steps else 0
         return "diverged", "non-finite loss after step %d" % last
     warmup = run.config["train"]["warmup_steps"]
-    losses = [(s["step"], s["loss"]) for s in run.steps]
     spikes, best = [], float("inf")
-    for step, loss in losses:
-        if step > warmup and loss > best + SPIKE_JUMP:
-            spikes.append(step)
-        best = min(best, loss)
+    for s in run.steps:
+        if s["step"] > warmup and s["loss"] > best + SPIKE_JUMP:
+            spikes.append(s["step"])
+        best = min(best, s["loss"])
     final = run.final_val()
+    halfway = min(run.val, key=lambda sv: abs(sv[0] - run.val[-1][0] / 2))[1]
+    if final > unigram + STALL_MARGIN:
+        if halfway - final < STALL_FLAT:
+            return "stalled", "val %.3f, flat (unigram %.3f)" % (final, unigram)
+        return "slow", "val %.3f, still falling (unigram %.3f)" % (final, unigram)
     if final >= unigram - STALL_MARGIN:
         return "stalled", "val %.3f (unigram %.3f)" % (final, unigram)
     if spikes:
@@ -131,9 +138,7 @@ def partial_note(done, planned):
 
 
 def plot_lr_sweep(st, unigram, out, written):
-    depths = [d for d in study.SWEEP_DEPTHS if any(k[2] == d for k in st.runs)]
-    if not depths:
-        return
+    depths = study.SWEEP_DEPTHS
     sty = styles(st.methods)
     fig, axes = plt.subplots(1, len(depths), figsize=(6 * len(depths), 4.8), sharey=True, squeeze=False)
     axes = list(axes.flat)
@@ -162,9 +167,16 @@ def plot_lr_sweep(st, unigram, out, written):
         ax.axhline(unigram, color="grey", ls="--", lw=0.8)
         ax.text(0.01, unigram, "unigram level", va="bottom", fontsize=7, color="grey", transform=ax.get_yaxis_transform())
         ax.set_xscale("log")
+        grid = sorted({k[1] for k in st.runs if k[2] in depths} | {lr for m in st.methods for lr in study.sweep_lrs(m)})
+        ax.set_xticks(grid)
+        ax.set_xlim(grid[0] / 1.4, grid[-1] * 1.4)
+        if not any(k[2] == depth for k in st.runs):
+            ax.text(0.5, 0.5, "not yet run", transform=ax.transAxes, ha="center", color="grey")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: "%g" % x))
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel("peak learning rate (cosine to lr/10, 35 warmup steps)")
         ax.set_title("%d layers" % depth)
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3)
     axes[0].set_ylabel("final val loss (mean ± std over seeds)")
     if finite:
         axes[0].set_ylim(min(min(finite), unigram) - 0.05, max(max(finite), unigram) + 0.08)
@@ -289,8 +301,11 @@ def tables(st, unigram):
         lines.append("| %s | %s |" % (m, " | ".join(cells)))
     lines.append("")
     # 6. fragility
-    lines += ["## Fragility: every finished run (stalled: final val ≥ unigram − %.2f; spiked: a training loss "
-              "more than %.1f above the lowest before it, after warmup)" % (STALL_MARGIN, SPIKE_JUMP), "",
+    lines += ["## Fragility: every finished run", "",
+              "stalled: final val within %.2f of the unigram level, or above it with less than %.2f gained over the "
+              "second half; slow: above the unigram level and still falling (the lr is too small for this budget); "
+              "spiked: a training loss more than %.1f above the lowest before it, after warmup; diverged: stopped on "
+              "a non-finite loss. Several seeds: one label per seed." % (STALL_MARGIN, STALL_FLAT, SPIKE_JUMP), "",
               "| method | layers | " + " | ".join("lr %g" % lr for lr in study.LADDER) + " |",
               "|---|---|" + "---|" * len(study.LADDER)]
     for m in st.methods:
@@ -325,13 +340,16 @@ def tables(st, unigram):
             quarter(last["angle"], True), quarter(last["angle"], False), removal))
     lines.append("")
     # timing
-    lines += ["## Wall time per run (median ms/step × 350 steps; two runs at a time on the shared machine)", "",
-              "| layers | runs | median ms/step | median tokens/s | training minutes per run |", "|---|---|---|---|---|"]
+    lines += ["## Time per run (two runs at a time on the shared machine, under nice 19)", "",
+              "wall: start of training to the end of the probe, runs that were never stopped and resumed; "
+              "ms/step and tokens/s: the trainer's medians (training steps only).", "",
+              "| layers | runs | median wall minutes | median ms/step | median tokens/s |", "|---|---|---|---|---|"]
     for d in depths:
         group = [r for k, r in st.runs.items() if k[2] == d and r.steps]
-        ms = float(np.median([r.median("ms") for r in group]))
-        tok = float(np.median([r.median("tokens_per_s") for r in group]))
-        lines.append("| %d | %d | %.0f | %.0f | %.1f |" % (d, len(group), ms, tok, ms * 350 / 60000))
+        walls = [float(open(p).read()) for p in (os.path.join(r.path, "wall_seconds") for r in group) if os.path.exists(p)]
+        lines.append("| %d | %d | %s | %.0f | %.0f |" % (
+            d, len(group), "%.1f" % (np.median(walls) / 60) if walls else "-",
+            np.median([r.median("ms") for r in group]), np.median([r.median("tokens_per_s") for r in group])))
     return "\n".join(lines) + "\n"
 
 

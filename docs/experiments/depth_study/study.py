@@ -5,8 +5,8 @@
     docs/experiments/depth_study/study.py --status                                  what is done, what is left
 
 Run from anywhere after `make`; runs go to runs/depth_study2/METHOD/lr=LR/n_layer=L/seedS (untracked),
-and each finished run's log.jsonl, config.json, command.txt, layer_removal.json and the tails of train.out
-and probe.out are copied to docs/experiments/depth_study/logs/ (same layout), from which analyze.py draws
+and each finished run's log.jsonl, config.json, command.txt, layer_removal.json, the tails of train.out
+and probe.out, its outcome and its wall time are copied to docs/experiments/depth_study/logs/ (same layout), from which analyze.py draws
 every figure. Rerunning continues: finished runs are kept, stopped ones resume from their checkpoints.
 
 The plan, each step a scripts/compare spec written to docs/experiments/depth_study/specs/:
@@ -308,6 +308,12 @@ def collect():
                 with open(d, "w") as f:
                     f.write(text)
                 changed += 1
+        wall = wall_seconds(path)
+        w_path = os.path.join(dest, "wall_seconds")
+        if wall is not None and not os.path.exists(w_path):
+            with open(w_path, "w") as f:
+                f.write("%.0f\n" % wall)
+            changed += 1
         o_path = os.path.join(dest, "outcome")
         if not os.path.exists(o_path) or open(o_path).read().strip() != o:
             with open(o_path, "w") as f:
@@ -328,16 +334,23 @@ def finished_count():
     return sum(1 for _ in glob.glob(os.path.join(LOGS, "*", "lr=*", "n_layer=*", "seed*", "outcome")))
 
 
+def wall_seconds(path):
+    """Wall seconds of a finished run from the start of its training to the end of its probe (the mtimes of
+    command.txt and layer_removal.json), None for a run that was stopped and resumed (its train.out says so)
+    or has no probe."""
+    files = [os.path.join(path, f) for f in ("command.txt", "layer_removal.json", "train.out")]
+    if not all(os.path.exists(f) for f in files) or "stopped by signal" in open(files[2]).read():
+        return None
+    return os.path.getmtime(files[1]) - os.path.getmtime(files[0])
+
+
 def measured_seconds():
-    """Median wall seconds of a finished run per depth, from the first line of command.txt's write to the
-    last file of the run (only runs that were not resumed: their train.out has no 'resum')."""
+    """Median wall seconds of a finished, never resumed run per depth."""
     per = {}
     for path in glob.glob(os.path.join(REPO, OUT, "*", "lr=*", "n_layer=*", "seed*")):
-        files = [os.path.join(path, f) for f in ("command.txt", "layer_removal.json")]
-        if not all(os.path.exists(f) for f in files) or "stopped by signal" in open(os.path.join(path, "train.out")).read():
-            continue
-        depth = int(path.split("n_layer=")[1].split(os.sep)[0])
-        per.setdefault(depth, []).append(os.path.getmtime(files[1]) - os.path.getmtime(files[0]))
+        wall = wall_seconds(path)
+        if wall is not None:
+            per.setdefault(int(path.split("n_layer=")[1].split(os.sep)[0]), []).append(wall)
     return {d: sorted(v)[len(v) // 2] for d, v in per.items()}
 
 
