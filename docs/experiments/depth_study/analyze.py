@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 
 STALL_MARGIN = 0.05  # a final val loss within this of the unigram level (or above) is a stall
 SPIKE_JUMP = 1.0     # a training loss this far above the lowest before it, after warmup, is a spike
+PLANNED_DEPTHS = sorted(set(study.SWEEP_DEPTHS + [study.MIDDLE_DEPTH, study.DEEP_DEPTH]))
 STALL_FLAT = 0.02    # above the unigram level, a second half that gains less than this is a stall
 
 
@@ -188,12 +189,11 @@ def plot_lr_sweep(st, unigram, out, written):
 def plot_loss_vs_depth(st, unigram, out, written):
     sty = styles(st.methods)
     fig, ax = plt.subplots(figsize=(7, 4.8))
-    shown, done, planned = [], 0, 0
+    shown, done = [], 0
     for m in st.methods:
         xs, ys, es, ns = [], [], [], []
-        for depth in st.depths():
+        for depth in PLANNED_DEPTHS:
             lr = st.chosen(m, depth)
-            planned += len(study.SEEDS)
             if lr is None:
                 continue
             seeds = st.seeds_at(m, lr, depth)
@@ -213,9 +213,12 @@ def plot_loss_vs_depth(st, unigram, out, written):
     if not shown:
         plt.close(fig)
         return
+    planned = len(study.available_methods()) * len(PLANNED_DEPTHS) * len(study.SEEDS)
     ax.axhline(unigram, color="grey", ls="--", lw=0.8)
+    ax.text(0.01, unigram, "unigram level", va="bottom", fontsize=7, color="grey", transform=ax.get_yaxis_transform())
     ax.set_xscale("log", base=2)
-    ax.set_xticks(st.depths())
+    ax.set_xticks(PLANNED_DEPTHS)
+    ax.set_xlim(PLANNED_DEPTHS[0] / 1.3, PLANNED_DEPTHS[-1] * 1.3)
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("layers")
     ax.set_ylabel("final val loss at the method's chosen lr\n(mean ± std over the seeds that finished)")
@@ -223,6 +226,54 @@ def plot_loss_vs_depth(st, unigram, out, written):
     ax.set_title("Loss against depth" + partial_note(done, planned), fontsize=10)
     runplots._legend_outside(fig, [ax])
     runplots._save(fig, out, "loss_vs_depth.png", written)
+
+
+DEPTH_SUMMARY = [
+    # (title, function of a run -> value or None, log y)
+    ("output RMS of the last block\n(end of training)", lambda r: r.diag[-1][1]["rms"][-1] if r.diag else None, True),
+    ("grad norm, first block / last block\n(end of training; > 1: early blocks learn more)",
+     lambda r: (r.diag[-1][1]["grad_norm"][0] / r.diag[-1][1]["grad_norm"][-1])
+     if r.diag and r.diag[-1][1]["grad_norm"][-1] > 0 else None, True),
+    ("val loss increase from skipping a block,\nmean over the deeper half", lambda r: half(r.removal["delta"], True)
+     if r.removal else None, False),
+]
+
+
+def plot_depth_summary(st, out, written):
+    """Sections 3-5 in one figure: per method, a diagnostic of the chosen-lr runs against depth (mean and
+    std over seeds)."""
+    runs = chosen_runs(st)
+    if not runs:
+        return
+    sty = styles(st.methods)
+    fig, axes = plt.subplots(1, len(DEPTH_SUMMARY), figsize=(5 * len(DEPTH_SUMMARY), 4.2), squeeze=False)
+    axes = list(axes.flat)
+    for ax, (title, value, log) in zip(axes, DEPTH_SUMMARY):
+        for m in st.methods:
+            xs, ys, es = [], [], []
+            for d in st.depths():
+                vals = [value(r) for r in runs if r.variant == m and r.panel == "n_layer=%d" % d]
+                vals = [v for v in vals if v is not None and (v > 0 or not log)]
+                if vals:
+                    xs.append(d)
+                    ys.append(float(np.mean(vals)))
+                    es.append(float(np.std(vals)))
+            if xs:
+                s = sty[m]
+                ax.errorbar(xs, ys, yerr=es, color=s["color"], ls=s["ls"], marker=s["marker"], ms=4, capsize=2,
+                            label=m)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(PLANNED_DEPTHS)
+        ax.set_xlim(PLANNED_DEPTHS[0] / 1.3, PLANNED_DEPTHS[-1] * 1.3)
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("layers")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Diagnostics against depth at each method's chosen lr (mean ± std over seeds)", fontsize=10)
+    runplots._legend_outside(fig, axes)
+    runplots._save(fig, out, "depth_summary.png", written)
 
 
 def chosen_runs(st):
@@ -367,8 +418,10 @@ def main():
     written = []
     plot_lr_sweep(st, unigram, args.figures, written)
     plot_loss_vs_depth(st, unigram, args.figures, written)
+    plot_depth_summary(st, args.figures, written)
     chosen = chosen_runs(st)
-    for plot in (runplots.plot_grad_norms, runplots.plot_rms, runplots.plot_angles, runplots.plot_removal):
+    for plot in (runplots.plot_losses, runplots.plot_grad_norms, runplots.plot_rms, runplots.plot_angles,
+                 runplots.plot_removal) if chosen else ():  # figures of the runs at the chosen lrs
         plot(chosen, args.figures, written)
     path = os.path.join(os.path.dirname(os.path.abspath(args.figures)), "analysis.md")
     with open(path, "w") as f:
