@@ -75,7 +75,8 @@ class Study:
             r.outcome = open(os.path.join(path, "outcome")).read().strip()
             self.runs[key] = r
         present = {k[0] for k in self.runs}
-        self.methods = [m for m, _ in study.METHODS if m in present]
+        self.methods = [m for m, _ in study.METHODS if m in present]  # compared across depth
+        self.arms = [m for m in study.ARMS if m in present]            # swept only
 
     def final(self, method, lr, depth, seed):
         r = self.runs.get((method, lr, depth, seed))
@@ -130,7 +131,7 @@ def fragility(run, unigram):
 
 
 def styles(methods):
-    every = runplots._styles([m for m, _ in study.METHODS])
+    every = runplots._styles([m for m, _ in study.METHODS] + list(study.ARMS))
     return {m: every[m] for m in methods}
 
 
@@ -140,14 +141,15 @@ def partial_note(done, planned):
 
 def plot_lr_sweep(st, unigram, out, written):
     depths = study.SWEEP_DEPTHS
-    sty = styles(st.methods)
+    sty = styles(st.methods + st.arms)
     fig, axes = plt.subplots(1, len(depths), figsize=(6 * len(depths), 4.8), sharey=True, squeeze=False)
     axes = list(axes.flat)
     done = sum(1 for k in st.runs if k[2] in depths and k[3] == study.SWEEP_SEED)
-    planned = sum(len(study.sweep_lrs(m)) for m, _ in study.available_methods()) * len(depths)
+    planned = sum(len(study.sweep_lrs(m)) for m, _ in study.available_methods() + study.available_methods(arms=True)) \
+        * len(depths)
     finite = []
     for ax, depth in zip(axes, depths):
-        for m in st.methods:
+        for m in st.methods + st.arms:
             xs, ys, es = [], [], []
             for lr in st.lrs(m, depth):
                 mean, spread = mean_spread([st.final(m, lr, depth, s) for s in st.seeds_at(m, lr, depth)])
@@ -321,7 +323,7 @@ def tables(st, unigram):
                   "-: not run)" % (depth, study.SWEEP_SEED), "",
                   "| method | " + " | ".join("%g" % lr for lr in lrs) + " | best lr |",
                   "|---|" + "---|" * (len(lrs) + 1)]
-        for m in st.methods:
+        for m in st.methods + st.arms:
             b = study.best_lr(st.state, m, depth)[0]
             cells = []
             for lr in lrs:
@@ -359,7 +361,7 @@ def tables(st, unigram):
               "a non-finite loss. Several seeds: one label per seed." % (STALL_MARGIN, STALL_FLAT, SPIKE_JUMP), "",
               "| method | layers | " + " | ".join("lr %g" % lr for lr in study.LADDER) + " |",
               "|---|---|" + "---|" * len(study.LADDER)]
-    for m in st.methods:
+    for m in st.methods + st.arms:
         for d in depths:
             cells = []
             for lr in study.LADDER:

@@ -14,6 +14,7 @@ The plan, each step a scripts/compare spec written to docs/experiments/depth_stu
       also at 6e-3; a method whose best lr sits at the edge of what it tried gets the next rung of
       LADDER (repeated until its best is inside, or the ladder ends);
   B   seeds 1 and 2 at each method's best lr at 6 and at 24 layers (best chosen per depth from seed 1337);
+      then the ARMS (a method with one setting changed) get A's sweep, at 6 and 24 layers;
   C   12 layers: seed 1337 at the 6- and the 24-layer best lrs (one run when they agree), then seeds 1
       and 2 at the better of the two; 48 layers: 3 seeds at the 24-layer best lr.
 A run that stopped on a non-finite loss (the trainer exits 1, keeping its last good checkpoint) counts
@@ -53,6 +54,15 @@ METHODS = [
     # issue 12's methods, run once their configs exist
     ("peri_ln", True), ("lns", True), ("deepnorm", False), ("derf", False), ("pre_ln_qknorm", True),
 ]
+# Arms: a method with some of its own settings changed, swept (seed 1337, 6 and 24 layers, its base method's
+# lrs) after phase B, to ask whether a stall is the setting's: DyT's and Derf's non-LLM default alpha0 0.5
+# (DyT tabulates alpha0 only for widths >= 1024), and Post-LN with 25% warmup (Post-LN is known to need long
+# warmup). name -> (base method, overrides).
+ARMS = {
+    "dyt_alpha0.5": ("dyt", {"model.dyt_alpha_attn": 0.5, "model.dyt_alpha_ffn": 0.5}),
+    "derf_alpha0.5": ("derf", {"model.derf_alpha": 0.5}),
+    "post_ln_warmup25": ("post_ln", {"train.warmup_steps": 88}),
+}
 LRS = [1e-4, 3e-4, 1e-3, 3e-3]
 PRE_FAMILY_EXTRA = [6e-3]
 LADDER = [3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 6e-3, 1e-2]
@@ -89,14 +99,24 @@ def load_compare():
 compare = load_compare()
 
 
+def base_method(method):
+    return ARMS[method][0] if method in ARMS else method
+
+
 def config_path(method):
-    return "configs/%s.json" % method
+    return "configs/%s.json" % base_method(method)
 
 
-def available_methods(note=False):
-    found = [(m, pre) for m, pre in METHODS if os.path.exists(os.path.join(REPO, config_path(m)))]
-    if note:
-        for m, _ in METHODS:
+def pre_family(method):
+    return dict(METHODS)[base_method(method)]
+
+
+def available_methods(note=False, arms=False):
+    """The methods (or, with arms, the arms) whose config exists, as (name, pre-family) pairs."""
+    names = list(ARMS) if arms else [m for m, _ in METHODS]
+    found = [(m, pre_family(m)) for m in names if os.path.exists(os.path.join(REPO, config_path(m)))]
+    if note and not arms:
+        for m in names:
             if not os.path.exists(os.path.join(REPO, config_path(m))):
                 print("note: %s not found: %s is left out until it exists" % (config_path(m), m), flush=True)
     return found
@@ -118,8 +138,9 @@ def spec_for(method_lrs, depth, seeds):
     """A compare spec: each (method, lr) of method_lrs a variant, at one depth, over seeds."""
     variants = {}
     for method, lr in method_lrs:
-        variants[variant(method, lr)] = {"config": config_path(method),
-                                         "overrides": {"train.lr": lr, "train.min_lr": float("%g" % (lr / 10))}}
+        own = dict(ARMS[method][1]) if method in ARMS else {}
+        own.update({"train.lr": lr, "train.min_lr": float("%g" % (lr / 10))})
+        variants[variant(method, lr)] = {"config": config_path(method), "overrides": own}
     return {"out": OUT, "figures": os.path.join(OUT, "figures", "n_layer=%d" % depth), "jobs": 2, "threads": 1,
             "probe": True, "seeds": seeds, "overrides": RECIPE, "grid": {"model.n_layer": [depth]},
             "variants": variants}
@@ -224,8 +245,7 @@ def chosen_lr(runs, method, depth):
 
 
 def sweep_lrs(method):
-    pre = dict(METHODS)[method]
-    return sorted(set(LRS + (PRE_FAMILY_EXTRA if pre else [])))
+    return sorted(set(LRS + (PRE_FAMILY_EXTRA if pre_family(method) else [])))
 
 
 def plan(runs):
@@ -250,6 +270,12 @@ def plan(runs):
         undecided += 2 * (len(methods) - len(chosen))
         if chosen:
             steps.append(("B_seeds_n%d" % depth, depth, chosen, SEEDS))
+    arms = [m for m, _ in available_methods(arms=True)]
+    for depth in SWEEP_DEPTHS:
+        steps.append(("A_arms_n%d" % depth, depth, [(m, lr) for m in arms for lr in sweep_lrs(m)], [SWEEP_SEED]))
+        edges = [(m, lr) for m in arms for lr in best_lr(runs, m, depth)[1]]
+        if edges:
+            steps.append(("A_arms_edges_n%d" % depth, depth, edges, [SWEEP_SEED]))
     middle, middle_seeds, deep = [], [], []
     for m in methods:
         candidates = middle_candidates(runs, m)
