@@ -119,7 +119,28 @@ def available_methods(note=False, arms=False):
         for m in names:
             if not os.path.exists(os.path.join(REPO, config_path(m))):
                 print("note: %s not found: %s is left out until it exists" % (config_path(m), m), flush=True)
+        for m, _ in found:
+            check_config(m)
     return found
+
+
+def check_config(method):
+    """Print the train/eval/data settings of a method's config that the recipe leaves as they are and that
+    differ from Pre-LN's (every method should train the same way but for its norm); exit if the config
+    asks for a precision other than fp32: the study's runs are fp32, and a mix would not be comparable."""
+    def flat(path):
+        cfg = json.load(open(os.path.join(REPO, path)))
+        return {"%s.%s" % (sec, k): v for sec, body in cfg.items() if isinstance(body, dict) for k, v in body.items()}
+    own, ref = flat(config_path(method)), flat(config_path("pre_ln"))
+    if own.get("train.precision", "fp32") != "fp32":
+        sys.exit("study.py: %s sets train.precision %s; the study is fp32 (add \"train.precision\": \"fp32\" to "
+                 "RECIPE only together with a new OUT: it changes every run's command)" % (config_path(method),
+                                                                                       own["train.precision"]))
+    differ = sorted(k for k in set(own) | set(ref) if not k.startswith(("model.", "out.")) and k not in RECIPE
+                    and k not in ("train.lr", "train.min_lr") and own.get(k) != ref.get(k))
+    if differ:
+        print("note: %s differs from configs/pre_ln.json in %s (kept: the recipe does not override them)"
+              % (config_path(method), ", ".join("%s=%s" % (k, own.get(k)) for k in differ)), flush=True)
 
 
 def lr_name(lr):
