@@ -80,11 +80,11 @@ build/float build/double/tests build/mpi build/float/tests/tools build/float/ben
 	mkdir -p $@
 
 # Train and plot the variants of a compare spec (scripts/compare): make compare SPEC=path/to/spec.json
-# (no default: the depth study's spec is 44 runs). Plotting needs matplotlib only, not PyTorch.
+# (no default: the depth study's sweep is 48 runs). Plotting needs matplotlib only, not PyTorch.
 compare:
 ifndef SPEC
 	@echo "usage: make compare SPEC=path/to/spec.json   (the spec format: README, Comparing variants;" >&2
-	@echo "       e.g. SPEC=docs/experiments/depth_study/spec.json, the 44-run depth study)" >&2
+	@echo "       e.g. SPEC=docs/experiments/depth_study/specs/A_sweep_n6.json, the depth study's 6-layer lr sweep)" >&2
 	@exit 2
 endif
 	@bash scripts/install_deps.sh --plot
