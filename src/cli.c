@@ -153,7 +153,13 @@ void parse_args(int argc, char **argv, Config *cfg, Args *args) {
     if (args->generate_path) {
         size_t n = strlen(args->generate_path);
         args->generate_from_config = n >= 5 && !strcmp(args->generate_path + n - 5, ".json");
-        if (is_directory(args->generate_path)) args->generate_path = checkpoint_find_latest(args->generate_path);
+        if (is_directory(args->generate_path)) {  // the run directory's newest valid checkpoint
+            static char latest[4200];
+            char *path = checkpoint_find_latest(args->generate_path);
+            snprintf(latest, sizeof latest, "%s", path);
+            free(path);
+            args->generate_path = latest;
+        }
         if (args->generate_from_config) config_load_file(cfg, args->generate_path);
         else checkpoint_read_config(args->generate_path, cfg);
     }

@@ -117,7 +117,7 @@ void generate_benchmark(const GPT *m, const Tokenizer *tok, const int *prompt, i
     int *seqs = xcalloc(batch * width, sizeof(int));
     for (int b = 0; b < batch; b++) {
         seqs[b * width] = start_token(tok);
-        memcpy(seqs + b * width + 1, prompt, (size_t)n_prompt * sizeof(int));
+        if (n_prompt > 0) memcpy(seqs + b * width + 1, prompt, (size_t)n_prompt * sizeof(int));  // prompt NULL when 0
     }
     // Warm-up: the first steps fault in the caches' pages and wake the thread pool.
     Rng warm = rng_stream(seed, 5), rng = rng_stream(seed, 4);
