@@ -13,18 +13,28 @@ void encoder_forward(real *out, const int *tokens, const real *wte, const real *
     }
 }
 
+int channel_block(int C) {
+    int threads = omp_get_max_threads();
+    int width = (C / threads + 15) / 16 * 16;
+    return width < 16 ? 16 : width > CHANNEL_BLOCK_MAX ? CHANNEL_BLOCK_MAX : width;
+}
+
 // dst[rows[n]] += scale * src[n] for n in order (rows NULL: every n into row 0, i.e. the column sums
-// of src), in parallel over blocks of channels: tokens that share a row add into it in the same
-// order for any thread count.
+// of src, collected in local sums first), in parallel over blocks of channels: tokens that share a row
+// add into it in the same order for any thread count.
 void scatter_add_rows(real *dst, const real *src, const int *rows, int N, int C, real scale) {
+    int cb = channel_block(C);
     #pragma omp parallel for
-    for (int c0 = 0; c0 < C; c0 += CHANNEL_BLOCK) {
-        int c1 = c0 + CHANNEL_BLOCK < C ? c0 + CHANNEL_BLOCK : C;
+    for (int c0 = 0; c0 < C; c0 += cb) {
+        int w = C - c0 < cb ? C - c0 : cb;
+        real sum[CHANNEL_BLOCK_MAX] = {0};
         for (int n = 0; n < N; n++) {
-            real *d = dst + (rows ? (size_t)rows[n] * C : 0);
-            const real *g = src + (size_t)n * C;
-            for (int c = c0; c < c1; c++) d[c] += scale * g[c];
+            real *d = rows ? dst + (size_t)rows[n] * C + c0 : sum;
+            const real *g = src + (size_t)n * C + c0;
+            for (int c = 0; c < w; c++) d[c] += scale * g[c];
         }
+        if (!rows)
+            for (int c = 0; c < w; c++) dst[c0 + c] += sum[c];
     }
 }
 

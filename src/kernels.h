@@ -75,9 +75,12 @@ void scatter_add_rows(real *dst, const real *src, const int *rows, int N, int C,
 void center_rows(real *x, int N, int C);
 
 // Reductions that must give the same bits for any thread count.
-// Over rows into per-channel sums: parallel over blocks of this many channels, each block summing its
-// rows in order. The block size changes no result, only how many parallel tasks there are.
-#define CHANNEL_BLOCK 16
+// Over rows into per-channel sums: parallel over blocks of channel_block(C) channels, each block summing
+// its rows in order into local accumulators of CHANNEL_BLOCK_MAX, then adding them to the destination.
+// The block width changes no result, only how many parallel tasks there are: about one per thread, as
+// wide as the accumulators allow (a narrow block revisits every row's cache lines once per block).
+#define CHANNEL_BLOCK_MAX 128
+int channel_block(int C);
 // Over n items into one double: `part(ctx, lo, hi)` sums items [lo, hi) of each of `chunks` fixed
 // chunks (in parallel; it may also write per-item results), then the chunk sums are added in order.
 double chunked_sum(size_t n, int chunks, double (*part)(const void *ctx, size_t lo, size_t hi), const void *ctx);

@@ -152,19 +152,25 @@ static void map_param_backward(real *dweight, real *dbias, const real *dout, con
                                int N, int C) {
     if (!dweight && !dbias) return;
     const RowMap m = *map;  // a local copy: stores into dweight cannot alias it, so the channel loops vectorize
+    int cb = channel_block(C);
     #pragma omp parallel for
-    for (int c0 = 0; c0 < C; c0 += CHANNEL_BLOCK) {
-        int c1 = c0 + CHANNEL_BLOCK < C ? c0 + CHANNEL_BLOCK : C;
+    for (int c0 = 0; c0 < C; c0 += cb) {
+        int w = C - c0 < cb ? C - c0 : cb;
+        real sw[CHANNEL_BLOCK_MAX] = {0}, sb[CHANNEL_BLOCK_MAX] = {0};
         for (int n = 0; n < N; n++) {
             for (int h = 0; h < m.heads; h++) {
-                size_t off = (size_t)n * m.ld + (size_t)h * C, s = (size_t)n * m.r_stride + h;
+                size_t off = (size_t)n * m.ld + (size_t)h * C + c0, s = (size_t)n * m.r_stride + h;
                 const real *xr = x + off, *g = dout + off;
                 real r = m.r[s], mean = m.mean ? m.mean[s] : 0;
                 if (dweight)
-                    for (int c = c0; c < c1; c++) dweight[c] += g[c] * map_value(xr[c] - mean, r, m.k, m.shift, m.fn);
+                    for (int c = 0; c < w; c++) sw[c] += g[c] * map_value(xr[c] - mean, r, m.k, m.shift, m.fn);
                 if (dbias)
-                    for (int c = c0; c < c1; c++) dbias[c] += g[c];
+                    for (int c = 0; c < w; c++) sb[c] += g[c];
             }
+        }
+        for (int c = 0; c < w; c++) {
+            if (dweight) dweight[c0 + c] += sw[c];
+            if (dbias) dbias[c0 + c] += sb[c];
         }
     }
 }
