@@ -117,7 +117,9 @@ void causal_softmax_backward(real *dS, const real *P, int T, real scale) {
 
 // Both attention passes work per head on strided views of qkv: gemm takes the row width as its
 // leading dimension, so no head is ever copied out. Inside the parallel loop OpenBLAS (OpenMP
-// build) runs single-threaded, which is what we want for these small products.
+// build) runs single-threaded, which is what we want for these small products. The masked scores
+// are never computed (ATT_ROWS blocks); causal_softmax writes their zeros.
+
 void attention_forward(real *out, real *att, const real *qkv, int B, int T, int H, int Hkv, int hs) {
     int C = H * hs;
     real scale = (real)(1.0 / sqrt((double)hs));
@@ -127,11 +129,19 @@ void attention_forward(real *out, real *att, const real *qkv, int B, int T, int 
             HeadCols c = head_cols(h, H, Hkv, hs);
             const real *x = qkv + (size_t)b * T * c.width;
             real *P = att + ((size_t)b * H + h) * T * T;
-            cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, x + c.q, c.width, x + c.k, c.width,
-                       0, P, T);
+            // S (T,T) = scale * q k^T, rows t0.. against keys 0..t0+rows
+            for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
+                int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS;
+                cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, t0 + rows, hs, scale,
+                           x + (size_t)t0 * c.width + c.q, c.width, x + c.k, c.width, 0, P + (size_t)t0 * T, T);
+            }
             causal_softmax(P, T);
-            cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1, P, T, x + c.v, c.width, 0,
-                       out + (size_t)b * T * C + h * hs, C);
+            // out (T,hs) = P v
+            for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
+                int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS;
+                cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, t0 + rows, 1, P + (size_t)t0 * T, T,
+                           x + c.v, c.width, 0, out + ((size_t)b * T + t0) * C + h * hs, C);
+            }
         }
     }
 }
@@ -173,15 +183,24 @@ void attention_backward(real *dqkv, real *scratch, const real *dout, const real 
                 const real *P = att + ((size_t)b * H + h) * T * T;
                 const real *dy = dout + (size_t)b * T * C + h * hs;
                 real beta = j ? 1 : 0;  // the first query head of the group overwrites dk, dv
-                // dP = dy v^T, dv (+)= P^T dy
-                cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1, dy, C, x + c.v, c.width, 0, dS, T);
-                cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1, P, T, dy, C, beta, dx + c.v, c.width);
+                // dP = dy v^T (query rows t0.. against keys 0..t0+rows); dv (+)= P^T dy (key rows s0.. from
+                // the queries s0..T that see them)
+                for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
+                    int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS;
+                    cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, t0 + rows, hs, 1, dy + (size_t)t0 * C, C,
+                               x + c.v, c.width, 0, dS + (size_t)t0 * T, T);
+                    cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, hs, T - t0, 1, P + (size_t)t0 * T + t0, T,
+                               dy + (size_t)t0 * C, C, beta, dx + (size_t)t0 * c.width + c.v, c.width);
+                }
                 causal_softmax_backward(dS, P, T, scale);
-                // dq = dS k, dk (+)= dS^T q
-                cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1, dS, T, x + c.k, c.width, 0,
-                           dx + c.q, c.width);
-                cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1, dS, T, x + c.q, c.width, beta,
-                           dx + c.k, c.width);
+                // dq = dS k, dk (+)= dS^T q, over the same blocks
+                for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
+                    int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS;
+                    cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, t0 + rows, 1, dS + (size_t)t0 * T, T,
+                               x + c.k, c.width, 0, dx + (size_t)t0 * c.width + c.q, c.width);
+                    cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, hs, T - t0, 1, dS + (size_t)t0 * T + t0, T,
+                               x + (size_t)t0 * c.width + c.q, c.width, beta, dx + (size_t)t0 * c.width + c.k, c.width);
+                }
             }
         }
     }

@@ -142,31 +142,55 @@ static void test_gqa_attention_backward(void) {
     check_attention_backward(&k);
 }
 
-// Plain multi-head attention written directly from the definition, qkv (B,T,3C) = [q | k | v].
-static void reference_attention(real *out, const real *qkv, int H_, int hs) {
+// Plain multi-head attention written directly from the definition, qkv (B_,T_,3C) = [q | k | v].
+static void reference_attention(real *out, const real *qkv, int B_, int T_, int H_, int hs) {
     int C_ = H_ * hs;
-    for (int b = 0; b < B; b++)
+    for (int b = 0; b < B_; b++)
         for (int h = 0; h < H_; h++)
-            for (int t = 0; t < T; t++) {
-                const real *q = qkv + ((size_t)b * T + t) * 3 * C_ + h * hs;
-                double w[T], sum = 0;
+            for (int t = 0; t < T_; t++) {
+                const real *q = qkv + ((size_t)b * T_ + t) * 3 * C_ + h * hs;
+                double w[T_], sum = 0;
                 for (int s = 0; s <= t; s++) {
-                    w[s] = exp(dot(q, qkv + ((size_t)b * T + s) * 3 * C_ + C_ + h * hs, hs) / sqrt(hs));
+                    w[s] = exp(dot(q, qkv + ((size_t)b * T_ + s) * 3 * C_ + C_ + h * hs, hs) / sqrt(hs));
                     sum += w[s];
                 }
                 for (int i = 0; i < hs; i++) {
                     double o = 0;
-                    for (int s = 0; s <= t; s++) o += w[s] / sum * qkv[((size_t)b * T + s) * 3 * C_ + 2 * C_ + h * hs + i];
-                    out[((size_t)b * T + t) * C_ + h * hs + i] = (real)o;
+                    for (int s = 0; s <= t; s++) o += w[s] / sum * qkv[((size_t)b * T_ + s) * 3 * C_ + 2 * C_ + h * hs + i];
+                    out[((size_t)b * T_ + t) * C_ + h * hs + i] = (real)o;
                 }
             }
 }
+
+// --- attention over several blocks of rows (the last one partial): T = 2 * ATT_ROWS + 5.
+enum { LT = 2 * ATT_ROWS + 5, LH = 2, LHS = 3, LW = 3 * LH * LHS };
+typedef struct { real qkv[LT * LW], out[LT * LH * LHS], att[LH * LT * LT], R[LT * LH * LHS]; } LongAttention;
+static double long_attention_loss(void *p) {
+    LongAttention *k = p;
+    attention_forward(k->out, k->att, k->qkv, 1, LT, LH, LH, LHS);
+    return dot(k->out, k->R, LT * LH * LHS);
+}
+static void test_attention_row_blocks(void) {
+    static LongAttention k;
+    static real expect[LT * LH * LHS], dqkv[LT * LW], scratch[64 * LT * LT];
+    Rng r = rng_stream(1, 108);
+    fill_normal(k.qkv, LT * LW, 1, &r);
+    fill_normal(k.R, LT * LH * LHS, 1, &r);
+    long_attention_loss(&k);
+    reference_attention(expect, k.qkv, 1, LT, LH, LHS);
+    double worst = 0;
+    for (int i = 0; i < LT * LH * LHS; i++) worst = fmax(worst, fabs(k.out[i] - expect[i]));
+    CHECK(worst < 1e-12, "attention over %d rows differs from the definition by %g", LT, worst);
+    attention_backward(dqkv, scratch, k.R, k.qkv, k.att, 1, LT, LH, LH, LHS);
+    CHECK(!gradcheck("dqkv", k.qkv, LT * LW, dqkv, long_attention_loss, &k), "attention dqkv over %d rows", LT);
+}
+
 static void test_gqa_without_sharing_is_plain_attention(void) {
     static AttentionCase k;
     static real expect[N * AC];
     attention_case(&k, 4, 4, 4, 107);
     attention_loss(&k);
-    reference_attention(expect, k.qkv, 4, 4);
+    reference_attention(expect, k.qkv, B, T, 4, 4);
     double worst = 0;
     for (int i = 0; i < N * AC; i++) worst = fmax(worst, fabs(k.out[i] - expect[i]));
     CHECK(worst < 1e-12, "Hkv == H differs from plain attention by %g", worst);
@@ -397,6 +421,7 @@ const TestCase kernel_tests[] = {
     {"attention backward (finite differences)", test_attention_backward},
     {"gqa attention backward (finite differences)", test_gqa_attention_backward},
     {"gqa attention: Hkv == H is plain attention", test_gqa_without_sharing_is_plain_attention},
+    {"attention over several row blocks (definition, finite differences)", test_attention_row_blocks},
     {"gqa attention equals duplicated kv heads", test_gqa_equals_duplicated_heads},
     {"rope backward (finite differences)", test_rope_backward},
     {"rope: q.k depends on relative position", test_rope_relative_positions},
