@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """make bench: normgpt's training speed against the machine's sgemm peak and against PyTorch.
 
-    /usr/bin/python3 bench/bench.py [--steps 12] [--torch-steps 6] [--out bench/results.md]
+    /usr/bin/python3 bench/bench.py [--steps 12] [--torch-steps 6] [--rounds 5] [--out bench/results.md]
 
 Everything is measured in this one run, one program at a time (two OpenMP programs on the same
 cores slow each other down several times), and reported as ratios:
@@ -17,7 +17,8 @@ cores slow each other down several times), and reported as ratios:
     against the peak resident size;
   - four ways on the default config and on a 6-layer d256 T128 B16 Pre-LN model: normgpt fp32,
     normgpt bf16 (train.precision=bf16), PyTorch eager fp32 and PyTorch bf16 autocast, every program
-    in the tuned environment (TUNED_ENV), interleaved over --rounds rounds, medians;
+    in the tuned environment (TUNED_ENV), interleaved over --rounds rounds, medians; and both fp32
+    programs again with libgomp's default wait policy instead of passive waits (DEFAULT_WAITS_ENV);
   - every method's bf16 step time next to its fp32 one;
   - build/matmul_bench: oneDNN bf16 and oneDNN fp32 against OpenBLAS sgemm on the models' shapes.
 The table goes to stdout and, as markdown, to --out.
@@ -101,15 +102,25 @@ def model_config(tmp, name, changes):
     return path
 
 
+# libgomp's default wait policy (spin a while, then sleep): a second fp32 anchor, since passive waits are
+# not the fastest setting for every program on every model.
+DEFAULT_WAITS_ENV = {k: v for k, v in TUNED_ENV.items() if k != "OMP_WAIT_POLICY"}
+FOUR_WAYS = ("normgpt fp32", "normgpt bf16", "PyTorch eager fp32", "PyTorch bf16 autocast")
+
+
 def four_way(config, threads, rounds, steps, torch_steps, tmp):
-    """Median tok/s of normgpt fp32 and bf16 and PyTorch fp32 and bf16 autocast, interleaved."""
-    runs = {"normgpt fp32": [], "normgpt bf16": [], "PyTorch eager fp32": [], "PyTorch bf16 autocast": []}
+    """Median tok/s of normgpt fp32 and bf16 and PyTorch fp32 and bf16 autocast, interleaved; and both fp32
+    programs again with libgomp's default waits."""
+    runs = {name: [] for name in FOUR_WAYS + ("normgpt fp32, default waits", "PyTorch eager fp32, default waits")}
     for _ in range(rounds):
         for precision in ("fp32", "bf16"):
             r = train_speed(config, threads, steps, f"{tmp}/four_{precision}", TUNED_ENV, precision)
             runs[f"normgpt {precision}"].append(r["tok_s"])
         runs["PyTorch eager fp32"].append(torch_speed(config, threads, torch_steps, TUNED_ENV)["tok_s"])
         runs["PyTorch bf16 autocast"].append(torch_speed(config, threads, torch_steps, TUNED_ENV, True)["tok_s"])
+        runs["normgpt fp32, default waits"].append(
+            train_speed(config, threads, steps, f"{tmp}/four_fp32_spin", DEFAULT_WAITS_ENV)["tok_s"])
+        runs["PyTorch eager fp32, default waits"].append(torch_speed(config, threads, torch_steps, DEFAULT_WAITS_ENV)["tok_s"])
     return {name: statistics.median(v) for name, v in runs.items()}
 
 
@@ -118,7 +129,7 @@ def main():
     ap.add_argument("--steps", type=int, default=12, help="normgpt steps per timed run (the first is not timed)")
     ap.add_argument("--torch-steps", type=int, default=6, help="PyTorch steps per timed run (after 3 warm-up steps)")
     ap.add_argument("--gen-tokens", type=int, default=256, help="tokens generated per method")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the four-way comparison")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the four-way comparison")
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results.md"))
     args = ap.parse_args()
     threads = os.cpu_count()
@@ -168,11 +179,14 @@ def main():
         say()
         say("| program | tok/s | vs PyTorch eager fp32 | vs PyTorch bf16 autocast |")
         say("| --- | --- | --- | --- |")
-        for name, tok_s in med.items():
-            say(f"| {name} | {tok_s:.0f} | {tok_s / med['PyTorch eager fp32']:.2f}x | "
-                f"{tok_s / med['PyTorch bf16 autocast']:.2f}x |")
+        for name in FOUR_WAYS:
+            say(f"| {name} | {med[name]:.0f} | {med[name] / med['PyTorch eager fp32']:.2f}x | "
+                f"{med[name] / med['PyTorch bf16 autocast']:.2f}x |")
         say()
         say(f"normgpt bf16 / fp32: {med['normgpt bf16'] / med['normgpt fp32']:.2f}x")
+        spin, torch_spin = med["normgpt fp32, default waits"], med["PyTorch eager fp32, default waits"]
+        say(f"fp32 with libgomp's default waits (spin, then sleep; the rest of the tuned environment kept): normgpt "
+            f"{spin:.0f} tok/s, PyTorch {torch_spin:.0f} tok/s, normgpt / PyTorch {spin / torch_spin:.2f}x")
         say()
 
     results = {"default": two}
