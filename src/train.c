@@ -322,9 +322,10 @@ int main(int argc, char **argv) {
     Config cfg;
     Args args;
     dist_init(&argc, &argv);
-    parse_args(argc, argv, &cfg, &args);
-    // Rank 0 alone prints, logs and touches the run directory; the others' output goes nowhere.
+    // Rank 0 alone prints, logs and touches the run directory; the others' output goes nowhere (from
+    // here on: the config's notes would otherwise print once per rank).
     if (dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) die(1, "/dev/null: cannot open: %s", strerror(errno));
+    parse_args(argc, argv, &cfg, &args);
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *one_process = args.convert_path ? "--convert" : args.generate_path ? "--generate"
                             : args.probe_dir ? "--probe" : NULL;

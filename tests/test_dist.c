@@ -76,12 +76,15 @@ static void test_two_ranks_equal_one(void) {
                                    "--train.batch_size=8 --train.total_batch_tokens=2048"};
     for (int k = 0; k < 2; k++) {
         char opts[1024];
-        snprintf(opts, sizeof opts, BASE " %s --train.steps=8 --out.checkpoint_every=4", shapes[k]);
+        // warmup longer than the run: a config note, which only rank 0 may print
+        snprintf(opts, sizeof opts, BASE " %s --train.steps=8 --train.warmup_steps=20 --out.checkpoint_every=4", shapes[k]);
         if (!run("./train %s --out.dir=build/tmp/normgpt_dp1", opts)) return;
         if (!run(MPI2 " %s --out.dir=build/tmp/normgpt_dp2", opts)) return;
         CHECK(strstr(out, "data-parallel: 2 ranks") && strstr(out, "x 2 ranks;"), "no data-parallel line: %s", out);
         const char *first = strstr(out, "config (resolved)");
         CHECK(first && !strstr(first + 1, "config (resolved)"), "not exactly one rank printed: %s", out);
+        const char *note = strstr(out, "note: train.warmup_steps");
+        CHECK(note && !strstr(note + 1, "note: train.warmup_steps"), "the config note is not printed once: %s", out);
         same_losses("build/tmp/normgpt_dp1", "build/tmp/normgpt_dp2", 8 + 3, LOSS_TOL);  // 8 steps, evals at 0, 4, 8
     }
     // Resume the step-4 checkpoint of the 2-rank run (accumulation shape) with 2 ranks, then with 1.
