@@ -13,8 +13,8 @@ The plan, each step a scripts/compare spec written to docs/experiments/depth_stu
   A   learning-rate sweep, seed 1337, at 6 and then 24 layers: every method at LRS, the Pre-Norm family
       also at 6e-3; a method whose best lr sits at the edge of what it tried gets the next rung of
       LADDER (repeated until its best is inside, or the ladder ends);
-  B   seeds 1 and 2 at each method's best lr at 6 and at 24 layers (best chosen per depth from seed 1337);
-      then the ARMS (a method with one setting changed) get A's sweep, at 6 and 24 layers;
+  B   seeds 1 and 2 at each method's best lr at 6 and at 24 layers (best chosen per depth from seed 1337),
+      and the COMPANIONS' three seeds at their method's best lr; then the ARMS (a method with one setting changed) get A's sweep, at 6 and 24 layers;
   C   12 layers: seed 1337 at the 6- and the 24-layer best lrs (one run when they agree), then seeds 1
       and 2 at the better of the two; 48 layers: 3 seeds at the 24-layer best lr.
 A run that stopped on a non-finite loss (the trainer exits 1, keeping its last good checkpoint) counts
@@ -61,6 +61,10 @@ ARMS = {
     "derf_alpha0.5": ("derf", {"model.derf_alpha": 0.5}),
     "post_ln_warmup25": ("post_ln", {"train.warmup_steps": 88}),
 }
+# Companions: a close variant of a method, run only at that method's chosen lr (seeds SEEDS, at SWEEP_DEPTHS),
+# for the claims that compare the two: HybridNorm* against HybridNorm, BHyT* against BHyT, and the centred
+# Pre-RMSNorm, the same function as Pre-LN (the study's built-in control: equal to Pre-LN up to rounding).
+COMPANIONS = {"hybridnorm_star": "hybridnorm", "bhyt_star": "bhyt", "pre_rmsnorm_centered": "pre_ln"}
 LRS = [1e-4, 3e-4, 1e-3, 3e-3]
 PRE_FAMILY_EXTRA = [6e-3]
 LADDER = [3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 6e-3, 1e-2]
@@ -285,6 +289,10 @@ def plan(runs):
         undecided += 2 * (len(methods) - len(chosen))
         if chosen:
             steps.append(("B_seeds_n%d" % depth, depth, chosen, SEEDS))
+        companions = [(c, best[(m, depth)]) for c, m in COMPANIONS.items()
+                      if (m, depth) in best and os.path.exists(os.path.join(REPO, config_path(c)))]
+        if companions:
+            steps.append(("B_companions_n%d" % depth, depth, companions, SEEDS))
     arms = [m for m, _ in available_methods(arms=True)]
     for depth in SWEEP_DEPTHS:
         steps.append(("A_arms_n%d" % depth, depth, [(m, lr) for m in arms for lr in sweep_lrs(m)], [SWEEP_SEED]))
