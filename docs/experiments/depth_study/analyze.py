@@ -353,6 +353,26 @@ def tables(st, unigram):
                 cells.append("%.3f%s (n=%d, lr %g)" % (mean, " ± %.3f" % spread if spread is not None else "", len(seeds), lr))
         lines.append("| %s | %s |" % (m, " | ".join(cells)))
     lines.append("")
+    # companions against their method, at the method's chosen lr
+    rows = []
+    for c, m in study.COMPANIONS.items():
+        for d in study.SWEEP_DEPTHS:
+            lr = st.chosen(m, d)
+            if lr is None or not st.seeds_at(c, lr, d):
+                continue
+            cells = []
+            for name in (c, m):
+                seeds = st.seeds_at(name, lr, d)
+                mean, spread = mean_spread([st.final(name, lr, d, s) for s in seeds])
+                cells.append("%.4f%s (n=%d)" % (mean, " ± %.4f" % spread if spread is not None else "", len(seeds)))
+            diffs = [abs(st.final(c, lr, d, s) - st.final(m, lr, d, s)) for s in st.seeds_at(c, lr, d)
+                     if st.final(m, lr, d, s) is not None]
+            rows.append("| %s | %s | %d | %g | %s | %s | %s |" % (c, m, d, lr, cells[0], cells[1],
+                                                                "%.4f" % max(diffs) if diffs else "-"))
+    if rows:
+        lines += ["## Companions at their method's chosen lr (final val loss, mean ± std over seeds)", "",
+                  "| companion | method | layers | lr | companion | method | largest same-seed difference |",
+                  "|---|---|---|---|---|---|---|"] + rows + [""]
     # 6. fragility
     lines += ["## Fragility: every finished run", "",
               "stalled: final val within %.2f of the unigram level, or above it with less than %.2f gained over the "
