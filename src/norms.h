@@ -6,10 +6,9 @@
 #define NORMGPT_NORMS_H
 #include "common.h"
 
-// NORM_NONE: no norm (a model without a final norm, or a block spec not yet given one);
-// NORM_ANY: a placement that takes every operator.
+// NORM_NONE: no norm (a model without a final norm, or a block spec not yet given one).
 typedef enum {
-    NORM_ANY = -2, NORM_NONE = -1,
+    NORM_NONE = -1,
     NORM_LAYERNORM, NORM_RMSNORM, NORM_CRMSNORM, NORM_DYT, NORM_BHYT, NORM_DERF, NORM_KINDS
 } NormKind;
 

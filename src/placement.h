@@ -32,11 +32,12 @@ typedef struct {
     int scaled_residual;        // the residual is multiplied by DeepNorm's alpha before the sublayer is added
     int xavier_init;            // block matrices drawn with DeepNorm's beta-scaled Xavier-normal init
     int shared_stat;            // N2 is BHyT's approximate site, reusing N1's statistic of the block input
-    NormKind required_norm;     // the norm operator the placement is defined with, or NORM_ANY
+    unsigned norms;             // the norm operators it is defined with (NORM_BIT of each); 0: every one
     int zero_mean_stream;       // may run on the zero-mean stream (crmsnorm, model.center_stream)
     Placement preset_rest;      // as a model.placement preset: the placement of blocks 1..L-1
 } PlacementSpec;
 
+#define NORM_BIT(k) (1u << (k))
 extern const PlacementSpec PLACEMENTS[PLACEMENTS_COUNT];
 
 // The placement named `name`, or -1.

@@ -85,7 +85,7 @@ void use_block(Config *c, BlockSpec spec) {
     c->n_blocks = (int)c->n_layer;
     for (int l = 0; l < c->n_blocks; l++) c->blocks[l] = spec;
     // The BHyT placements end in an exact BHyT, as the paper's runs with a final lambda; the rest auto.
-    int bhyt = PLACEMENTS[spec.placement].required_norm == NORM_BHYT;
+    int bhyt = PLACEMENTS[spec.placement].norms == NORM_BIT(NORM_BHYT);
     snprintf(c->final_norm, sizeof c->final_norm, "%s", bhyt ? NORM_OPS[NORM_BHYT].name : "auto");
     if (bhyt) c->bhyt_final_lambda = 1.5;
     snprintf(c->norm, sizeof c->norm, "%s", NORM_OPS[spec.norm].name);
@@ -659,6 +659,8 @@ static void test_block_tables(void) {
         {"model.qk_norm_mode=heads", "model.qk_norm_mode"},
         {"model.blocks=[{\"placement\":\"bhyt\",\"norm\":\"derf\"},{\"placement\":\"pre\"}]",
          "model.blocks[0]: placement bhyt needs norm bhyt"},
+        {"model.blocks=[{\"placement\":\"pre\"},{\"placement\":\"deepnorm\",\"norm\":\"bhyt\"}]",
+         "model.blocks[1]: placement deepnorm needs norm layernorm, rmsnorm, dyt or derf"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         CHECK(expect_exit(validate_override, (void *)bad[i][0], EXIT_CONFIG, bad[i][1]), "%s", bad[i][0]);
@@ -668,7 +670,8 @@ static void test_block_tables(void) {
     c.n_layer = PLACEMENTS_COUNT;
     c.n_blocks = PLACEMENTS_COUNT;
     for (int p = 0; p < PLACEMENTS_COUNT; p++) {
-        NormKind k = PLACEMENTS[p].required_norm == NORM_ANY ? NORM_DYT : PLACEMENTS[p].required_norm;
+        unsigned allowed = PLACEMENTS[p].norms;
+        NormKind k = !allowed || allowed & NORM_BIT(NORM_DYT) ? NORM_DYT : (NormKind)__builtin_ctz(allowed);
         c.blocks[p] = (BlockSpec){(Placement)p, k, p % 2};  // QK-norm in every other block
     }
     config_validate(&c);
