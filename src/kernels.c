@@ -119,6 +119,7 @@ void causal_softmax_backward(real *dS, const real *P, int T, real scale) {
 // leading dimension, so no head is ever copied out. Inside the parallel loop OpenBLAS (OpenMP
 // build) runs single-threaded, which is what we want for these small products. The masked scores
 // are never computed (ATT_ROWS blocks); causal_softmax writes their zeros.
+static int block_rows(int T, int t0) { return T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS; }
 
 void attention_forward(real *out, real *att, const real *qkv, int B, int T, int H, int Hkv, int hs) {
     int C = H * hs;
@@ -131,14 +132,14 @@ void attention_forward(real *out, real *att, const real *qkv, int B, int T, int 
             real *P = att + ((size_t)b * H + h) * T * T;
             // S (T,T) = scale * q k^T, rows t0.. against keys 0..t0+rows
             for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
-                int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS;
+                int rows = block_rows(T, t0);
                 cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, t0 + rows, hs, scale,
                            x + (size_t)t0 * c.width + c.q, c.width, x + c.k, c.width, 0, P + (size_t)t0 * T, T);
             }
             causal_softmax(P, T);
             // out (T,hs) = P v
             for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
-                int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS;
+                int rows = block_rows(T, t0);
                 cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, t0 + rows, 1, P + (size_t)t0 * T, T,
                            x + c.v, c.width, 0, out + ((size_t)b * T + t0) * C + h * hs, C);
             }
@@ -186,7 +187,7 @@ void attention_backward(real *dqkv, real *scratch, const real *dout, const real 
                 // dP = dy v^T (query rows t0.. against keys 0..t0+rows); dv (+)= P^T dy (key rows s0.. from
                 // the queries s0..T that see them)
                 for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
-                    int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS;
+                    int rows = block_rows(T, t0);
                     cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, t0 + rows, hs, 1, dy + (size_t)t0 * C, C,
                                x + c.v, c.width, 0, dS + (size_t)t0 * T, T);
                     cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, hs, T - t0, 1, P + (size_t)t0 * T + t0, T,
@@ -195,7 +196,7 @@ void attention_backward(real *dqkv, real *scratch, const real *dout, const real 
                 causal_softmax_backward(dS, P, T, scale);
                 // dq = dS k, dk (+)= dS^T q, over the same blocks
                 for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
-                    int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS;
+                    int rows = block_rows(T, t0);
                     cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, t0 + rows, 1, dS + (size_t)t0 * T, T,
                                x + c.k, c.width, 0, dx + (size_t)t0 * c.width + c.q, c.width);
                     cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, hs, T - t0, 1, dS + (size_t)t0 * T + t0, T,
