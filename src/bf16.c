@@ -1,5 +1,6 @@
 #include "bf16.h"
 #include "common.h"
+#include "kernels.h"
 #include <math.h>
 #include <omp.h>
 #include <immintrin.h>
@@ -41,6 +42,28 @@ void bf16_from_floats(bf16 *dst, const float *src, float scale, size_t n) {
     #pragma omp parallel for schedule(static) if (n > CAST_CHUNK)
     for (size_t c0 = 0; c0 < n; c0 += CAST_CHUNK)
         bf16_round_row(dst + c0, src + c0, scale, n - c0 < CAST_CHUNK ? n - c0 : CAST_CHUNK);
+}
+
+// Blocks of channels per thread, each summing its rows in order: the sums do not depend on the
+// thread count (the order of scatter_add_rows, so the same bits).
+void bf16_from_rows(bf16 *dst, float *col_sums, const float *src, int N, int C) {
+    if (!col_sums) {
+        bf16_from_floats(dst, src, 1, (size_t)N * C);
+        return;
+    }
+    cpu_has_bf16();  // settled before the threads read it
+    int cb = channel_block(C);
+    #pragma omp parallel for
+    for (int c0 = 0; c0 < C; c0 += cb) {
+        int w = C - c0 < cb ? C - c0 : cb;
+        float sum[CHANNEL_BLOCK_MAX] = {0};
+        for (int n = 0; n < N; n++) {
+            const float *row = src + (size_t)n * C + c0;
+            for (int c = 0; c < w; c++) sum[c] += row[c];
+            bf16_round_row(dst + (size_t)n * C + c0, row, 1, w);
+        }
+        for (int c = 0; c < w; c++) col_sums[c0 + c] += sum[c];
+    }
 }
 
 void floats_from_bf16(float *dst, const bf16 *src, size_t n) {

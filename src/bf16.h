@@ -41,6 +41,10 @@ static inline float bf16_to_float(bf16 h) {
 // inside its own parallel loop.
 void bf16_from_floats(bf16 *dst, const float *src, float scale, size_t n);
 void bf16_round_row(bf16 *dst, const float *src, float scale, size_t n);
+// dst (N,C) = bf16_round(src), and col_sums[c] += the sum over rows of src[n][c] (NULL: the cast
+// alone) in the same pass over src: a linear layer's output gradient cast for its products while
+// its bias gradient is summed.
+void bf16_from_rows(bf16 *dst, float *col_sums, const float *src, int N, int C);
 void floats_from_bf16(float *dst, const bf16 *src, size_t n);
 
 // NULL when bf16 matmuls can run here; otherwise one line saying why (a build without oneDNN, or a

@@ -108,9 +108,8 @@ void mixed_linear_forward(const GPT *m, real *out, const real *residual, const r
 }
 
 void mixed_linear_backward(const GPT *m, real *dinp, const Linear *lin, const real *dout, int N, int IC, int OC) {
-    bf16_from_floats(m->cast_out, dout, 1, (size_t)N * OC);
+    bf16_from_rows(m->cast_out, lin->db, dout, N, OC);
     bf16_linear_backward(dinp, 0, lin->dw, m->cast_out, lin->x16, weight_copy(m, lin->w), N, IC, OC);
-    if (lin->db) scatter_add_rows(lin->db, dout, NULL, N, OC, 1);
 }
 
 // Block l's bf16 copies of q, k, v (N,QKV) and of P (B,H,T,T), written by its forward and read by

@@ -76,6 +76,38 @@ static void test_bf16_cast_matches_scalar(void) {
     CHECK(!bad, "floats_from_bf16: %zu of %d differ", bad, (int)n);
 }
 
+// The backward's cast with the bias gradient summed in the same pass: the cast's bits, and column sums
+// that are the in-order row sums, on 1 and 2 threads, for widths around the channel blocks' sizes.
+static void test_bf16_cast_with_column_sums(void) {
+    enum { N = 37, Cmax = 1000 };
+    static float src[N * Cmax], sums[Cmax], want[Cmax];
+    static bf16 got[N * Cmax];
+    Rng r = rng_stream(5, 1);
+    for (int i = 0; i < N * Cmax; i++) src[i] = (float)rng_normal(&r);
+    int widths[] = {1, 15, 16, 100, 256, 257, 1000};
+    for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++) {
+        int C = widths[wi];
+        for (int c = 0; c < C; c++) {
+            want[c] = 0.25f;  // the sums add to what is there
+            float s = 0;
+            for (int n = 0; n < N; n++) s += src[n * C + c];
+            want[c] += s;
+        }
+        for (int threads = 1; threads <= 2; threads++) {
+            omp_set_num_threads(threads);
+            for (int c = 0; c < C; c++) sums[c] = 0.25f;
+            bf16_from_rows(got, sums, src, N, C);
+            size_t bad_cast = 0, bad_sum = 0;
+            for (int i = 0; i < N * C; i++) bad_cast += got[i] != bf16_round(src[i]);
+            for (int c = 0; c < C; c++) bad_sum += bits(sums[c]) != bits(want[c]);
+            CHECK(!bad_cast, "C %d, %d thread(s): %zu of %d casts differ", C, threads, bad_cast, N * C);
+            CHECK(!bad_sum, "C %d, %d thread(s): %zu of %d column sums differ from the in-order sums", C, threads,
+                  bad_sum, C);
+        }
+    }
+    omp_set_num_threads(2);
+}
+
 #ifdef NORMGPT_DNNL
 
 // Random bf16 values (and their float values, for the reference).
@@ -415,6 +447,7 @@ static void test_bf16_model_gradients(void) {
 const TestCase bf16_tests[] = {
     {"bf16_rounding", test_bf16_rounding},
     {"bf16_cast_matches_scalar", test_bf16_cast_matches_scalar},
+    {"bf16_cast_with_column_sums", test_bf16_cast_with_column_sums},
     {"bf16_linear", test_bf16_linear},
     {"bf16_attention", test_bf16_attention},
     {"bf16_prepare", test_bf16_prepare},
