@@ -4,8 +4,8 @@
 #include <sys/stat.h>
 
 static void usage(FILE *out) {
-    fputs("usage: ./train --config FILE [--section.key=value ...] [--overwrite] [--check]\n"
-          "       ./train --resume RUN_DIR [--train.steps=N]\n"
+    fputs("usage: ./train --config FILE [--section.key=value ...] [--overwrite] [--profile] [--check]\n"
+          "       ./train --resume RUN_DIR [--train.steps=N] [--profile]\n"
           "       ./train --convert CKPT --to rmsnorm|crmsnorm --out FILE\n"
           "       ./train --generate RUN_DIR|CKPT|CONFIG.json [--prompt TEXT | --prompt-file FILE] [--tokens N]\n"
           "                          [--batch B] [--section.key=value ...]\n"
