@@ -162,10 +162,14 @@ static void map_param_backward(real *dweight, real *dbias, const real *dout, con
                 size_t off = (size_t)n * m.ld + (size_t)h * C + c0, s = (size_t)n * m.r_stride + h;
                 const real *xr = x + off, *g = dout + off;
                 real r = m.r[s], mean = m.mean ? m.mean[s] : 0;
-                if (dweight)
+                if (dweight) {
+                    #pragma omp simd
                     for (int c = 0; c < w; c++) sw[c] += g[c] * map_value(xr[c] - mean, r, m.k, m.shift, m.fn);
-                if (dbias)
+                }
+                if (dbias) {
+                    #pragma omp simd
                     for (int c = 0; c < w; c++) sb[c] += g[c];
+                }
             }
         }
         for (int c = 0; c < w; c++) {
