@@ -238,7 +238,10 @@ static void rms_map_forward(real *out, real *stats, const real *inp, const real 
     for (int n = 0; n < N; n++) {
         const real *x = inp + (size_t)n * C;
         stats[2 * n] = rms_rstd(x, eps, C, &stats[2 * n + 1]);
-        map_row_forward(out + (size_t)n * C, x, weight, bias, stats[2 * n], k, 0, fn, C);
+        // f named by a literal in each call: inside the outlined parallel body a variable f would be
+        // tested per element and keep the loop from vectorizing
+        if (fn == SQUASH_TANH) map_row_forward(out + (size_t)n * C, x, weight, bias, stats[2 * n], k, 0, SQUASH_TANH, C);
+        else map_row_forward(out + (size_t)n * C, x, weight, bias, stats[2 * n], k, 0, SQUASH_NONE, C);
     }
 }
 
