@@ -374,17 +374,18 @@ def tables(st, unigram):
                   "| companion | method | layers | lr | companion | method | largest same-seed difference |",
                   "|---|---|---|---|---|---|---|"] + rows + [""]
     # 6. fragility
+    all_lrs = sorted({k[1] for k in st.runs})
     lines += ["## Fragility: every finished run", "",
               "stalled: final val within %.2f of the unigram level, or above it with less than %.2f gained over the "
               "second half; slow: above the unigram level and still falling (the lr is too small for this budget); "
               "spiked: a training loss more than %.1f above the lowest before it, after warmup; diverged: stopped on "
               "a non-finite loss. Several seeds: one label per seed." % (STALL_MARGIN, STALL_FLAT, SPIKE_JUMP), "",
-              "| method | layers | " + " | ".join("lr %g" % lr for lr in study.LADDER) + " |",
-              "|---|---|" + "---|" * len(study.LADDER)]
+              "| method | layers | " + " | ".join("lr %g" % lr for lr in all_lrs) + " |",
+              "|---|---|" + "---|" * len(all_lrs)]
     for m in st.methods + st.arms:
         for d in depths:
             cells = []
-            for lr in study.LADDER:
+            for lr in all_lrs:
                 labels = [fragility(st.runs[(m, lr, d, s)], unigram)[0] for s in st.seeds_at(m, lr, d)]
                 cells.append("/".join(labels) if labels else "")
             if any(cells):
