@@ -171,19 +171,21 @@ def plot_lr_sweep(st, unigram, out, written):
         ax.text(0.01, unigram, "unigram level", va="bottom", fontsize=7, color="grey", transform=ax.get_yaxis_transform())
         ax.set_xscale("log")
         grid = sorted({k[1] for k in st.runs if k[2] in depths} | {lr for m in st.methods for lr in study.sweep_lrs(m)})
-        ax.set_xticks(grid)
+        ax.set_xticks([lr for lr in grid if lr in study.LADDER])  # labelled; the refinement rungs unlabelled
+        ax.set_xticks([lr for lr in grid if lr not in study.LADDER], minor=True)
         ax.set_xlim(grid[0] / 1.4, grid[-1] * 1.4)
         if not any(k[2] == depth for k in st.runs):
             ax.text(0.5, 0.5, "not yet run", transform=ax.transAxes, ha="center", color="grey")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: "%g" % x))
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("peak learning rate (cosine to lr/10, 35 warmup steps)")
         ax.set_title("%d layers" % depth)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("final val loss (mean ± std over seeds)")
     if finite:
         axes[0].set_ylim(min(min(finite), unigram) - 0.05, max(max(finite), unigram) + 0.08)
-    fig.suptitle("Learning-rate sweep, seed 1337 (x at the top: diverged)" + partial_note(done, planned), fontsize=10)
+    fig.suptitle("Learning-rate sweep, seed 1337 (x at the top: diverged; unlabelled ticks: refinement rungs)"
+                 + partial_note(done, planned), fontsize=10)
     runplots._legend_outside(fig, axes)
     runplots._save(fig, out, "lr_sweep.png", written)
 
@@ -374,17 +376,18 @@ def tables(st, unigram):
                   "| companion | method | layers | lr | companion | method | largest same-seed difference |",
                   "|---|---|---|---|---|---|---|"] + rows + [""]
     # 6. fragility
+    all_lrs = sorted({k[1] for k in st.runs})
     lines += ["## Fragility: every finished run", "",
               "stalled: final val within %.2f of the unigram level, or above it with less than %.2f gained over the "
               "second half; slow: above the unigram level and still falling (the lr is too small for this budget); "
               "spiked: a training loss more than %.1f above the lowest before it, after warmup; diverged: stopped on "
               "a non-finite loss. Several seeds: one label per seed." % (STALL_MARGIN, STALL_FLAT, SPIKE_JUMP), "",
-              "| method | layers | " + " | ".join("lr %g" % lr for lr in study.LADDER) + " |",
-              "|---|---|" + "---|" * len(study.LADDER)]
+              "| method | layers | " + " | ".join("lr %g" % lr for lr in all_lrs) + " |",
+              "|---|---|" + "---|" * len(all_lrs)]
     for m in st.methods + st.arms:
         for d in depths:
             cells = []
-            for lr in study.LADDER:
+            for lr in all_lrs:
                 labels = [fragility(st.runs[(m, lr, d, s)], unigram)[0] for s in st.seeds_at(m, lr, d)]
                 cells.append("/".join(labels) if labels else "")
             if any(cells):

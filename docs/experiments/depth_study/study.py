@@ -68,6 +68,13 @@ COMPANIONS = {"hybridnorm_star": "hybridnorm", "bhyt_star": "bhyt", "pre_rmsnorm
 LRS = [1e-4, 3e-4, 1e-3, 3e-3]
 PRE_FAMILY_EXTRA = [6e-3]
 LADDER = [3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 6e-3, 1e-2]
+# A narrow window (both ladder neighbours of the best at least REFINE_GAP worse, the best not stalled)
+# gets the rung between the best and each neighbour, once: the Post family's best sat between two
+# stalls at 6 layers, and a factor of 3 is a coarse step there. MIDPOINT: rounded geometric means.
+REFINE_GAP = 0.1
+STALLED = 6.99  # final val loss at or above this is at the unigram level (7.04): a stall
+MIDPOINT = {(3e-5, 1e-4): 6e-5, (1e-4, 3e-4): 2e-4, (3e-4, 1e-3): 6e-4, (1e-3, 3e-3): 2e-3, (3e-3, 6e-3): 4e-3,
+            (6e-3, 1e-2): 8e-3}
 SWEEP_DEPTHS = [6, 24]
 SWEEP_SEED = 1337
 SEEDS = [1337, 1, 2]
@@ -220,7 +227,8 @@ def tail(path, n):
 def best_lr(runs, method, depth):
     """(best lr or None, the lrs tried beyond the sweep, the lrs still to run) from the seed-1337 runs at
     depth: the best is known once every lr tried has finished and the best is not at an edge of what was
-    tried (or the ladder ends there, or everything diverged)."""
+    tried (or the ladder ends there, or everything diverged), and, where its window is narrow, once the
+    two midpoints around it have finished too."""
     tried = sweep_lrs(method)
     while True:
         vals = {lr: runs.final_val(method, lr, depth, SWEEP_SEED) for lr in tried}
@@ -236,8 +244,27 @@ def best_lr(runs, method, depth):
         elif best == tried[0] and i > 0:
             edge = LADDER[i - 1]
         if edge is None or vals[best] == float("inf"):
-            return best, extra, []
+            break
         tried = sorted(tried + [edge])
+    mids = refinements(vals, tried, best)
+    if not mids:
+        return best, extra, []
+    vals.update({lr: runs.final_val(method, lr, depth, SWEEP_SEED) for lr in mids})
+    missing = [lr for lr in mids if vals[lr] is None]
+    if missing:
+        return None, extra + mids, missing
+    return min(tried + mids, key=lambda lr: (vals[lr], lr)), extra + mids, []
+
+
+def refinements(vals, tried, best):
+    """The midpoints to try around a best whose window is narrow (see MIDPOINT), else []."""
+    i = tried.index(best)
+    if i == 0 or i == len(tried) - 1 or vals[best] >= STALLED:
+        return []
+    lower, upper = tried[i - 1], tried[i + 1]
+    if min(vals[lower], vals[upper]) - vals[best] < REFINE_GAP:
+        return []
+    return [MIDPOINT[(lower, best)], MIDPOINT[(best, upper)]]
 
 
 def middle_candidates(runs, method):
