@@ -153,14 +153,10 @@ int probe_command(const char *run_dir) {
     Validation val;
     validation_open(&val, &cfg);
     double *skipped = xcalloc(m.L, sizeof(double));
-    double full = validation_loss(&val, &m, &cfg);
+    double full = validation_probe(&val, &m, &cfg, skipped);
     printf("%s (step %ld): val loss %.4f on %ld batches\nblock  val loss without it  delta\n", path, st.step, full,
            cfg.eval_batches);
-    for (int l = 0; l < m.L; l++) {
-        m.skip_block = l;
-        skipped[l] = validation_loss(&val, &m, &cfg);
-        printf("%5d  %18.4f  %+.4f\n", l, skipped[l], skipped[l] - full);
-    }
+    for (int l = 0; l < m.L; l++) printf("%5d  %18.4f  %+.4f\n", l, skipped[l], skipped[l] - full);
     char out_path[4200];
     snprintf(out_path, sizeof out_path, "%s/layer_removal.json", run_dir);
     diag_write_removal_json(out_path, st.step, full, skipped, m.L);

@@ -319,7 +319,6 @@ static void build(GPT *m, const Config *cfg, int B, int T, int grads, int shared
     m->deepnorm_alpha = (real)(cfg->deepnorm_alpha > 0 ? cfg->deepnorm_alpha : pow(2.0 * m->L, 0.25));
     m->deepnorm_beta = (real)(cfg->deepnorm_beta > 0 ? cfg->deepnorm_beta : pow(8.0 * m->L, -0.25));
     m->lns = cfg->lns;
-    m->skip_block = -1;
     m->maxB = B;
     m->seqT = T;
     m->bf16 = grads && name_is(cfg->precision, "bf16");  // inference (decoding, the probe) stays fp32
@@ -707,14 +706,10 @@ static void embed_backward(GPT *m, const int *inputs, int B, int T) {
     encoder_backward(m->dwte, NULL, m->dres, inputs, B, T, m->S);
 }
 
-void gpt_forward_pass(const GPT *m, ForwardActs *f, const int *inputs, int B, int T, const Attention *at) {
+// Blocks first..L-1, the final norm and the head, from block_input(f, first) on: raw logits in f->logits.
+static void forward_from(const GPT *m, ForwardActs *f, int first, int B, int T, const Attention *at) {
     int N = B * T, S = m->S;
-    TIMED("embedding (fwd)", 0, embed_forward(m, f, inputs, B, T, at->mode == ATTN_CACHED ? at->pos : 0));
-    if (m->center_stream) TIMED("center stream", 0, center_rows(f->encoded, N, S));
-    for (int l = 0; l < m->L; l++) {
-        if (l == m->skip_block) memcpy(f->blocks[l].out, block_input(f, l), (size_t)N * S * sizeof(real));
-        else block_forward(m, f, l, B, T, at);
-    }
+    for (int l = first; l < m->L; l++) block_forward(m, f, l, B, T, at);
     const real *head_in = block_input(f, m->L);
     if (m->has_final_norm) {
         TIMED("norm (fwd)", 0, norm_forward(&m->lnf, f->lnf_out, f->lnf_stats, head_in, N, S));
@@ -724,19 +719,39 @@ void gpt_forward_pass(const GPT *m, ForwardActs *f, const int *inputs, int B, in
           linear_forward(m, at, f->logits, NULL, head_in, &m->lm_head, N, S, m->V));
 }
 
+void gpt_forward_pass(const GPT *m, ForwardActs *f, const int *inputs, int B, int T, const Attention *at) {
+    TIMED("embedding (fwd)", 0, embed_forward(m, f, inputs, B, T, at->mode == ATTN_CACHED ? at->pos : 0));
+    if (m->center_stream) TIMED("center stream", 0, center_rows(f->encoded, B * T, m->S));
+    forward_from(m, f, 0, B, T, at);
+}
+
 static const Attention FULL_ATTENTION = {.mode = ATTN_FULL};
 
-double gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
-    int N = B * T;
-    if (B > m->maxB || T > m->seqT)
-        die(1, "internal: forward of (%d,%d) exceeds buffers (%d,%d)", B, T, m->maxB, m->seqT);
-    if (m->bf16) TIMED("bf16 weight copy", 0, mixed_refresh_weights(m));
-    gpt_forward_pass(m, &m->fwd, inputs, B, T, &FULL_ATTENTION);
-    if (!targets) return 0;
+// The mean cross-entropy of the logits in m->fwd, which become the softmax probabilities.
+static double mean_loss(GPT *m, const int *targets, int N) {
     TIMED("softmax + loss (fwd)", 0, crossentropy_forward(m->losses, m->fwd.logits, targets, N, m->V));
     double sum = 0;
     for (int n = 0; n < N; n++) sum += m->losses[n];
     return sum / N;
+}
+
+static void check_shape(const GPT *m, int B, int T) {
+    if (B > m->maxB || T > m->seqT)
+        die(1, "internal: forward of (%d,%d) exceeds buffers (%d,%d)", B, T, m->maxB, m->seqT);
+}
+
+double gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
+    check_shape(m, B, T);
+    if (m->bf16) TIMED("bf16 weight copy", 0, mixed_refresh_weights(m));
+    gpt_forward_pass(m, &m->fwd, inputs, B, T, &FULL_ATTENTION);
+    return targets ? mean_loss(m, targets, B * T) : 0;
+}
+
+double gpt_forward_skipping(GPT *m, int l, const int *targets, int B, int T) {
+    check_shape(m, B, T);
+    memcpy(m->fwd.blocks[l].out, block_input(&m->fwd, l), (size_t)B * T * m->S * sizeof(real));
+    forward_from(m, &m->fwd, l + 1, B, T, &FULL_ATTENTION);
+    return targets ? mean_loss(m, targets, B * T) : 0;
 }
 
 void gpt_backward(GPT *m, const int *inputs, const int *targets, int B, int T, real dloss_scale) {

@@ -140,8 +140,6 @@ typedef struct {
     real deepnorm_alpha, deepnorm_beta;  // resolved (model.deepnorm_alpha/_beta, 0 = (2L)^1/4, (8L)^-1/4)
     int lns;                   // model.lns: block l's norms scale their output by 1/sqrt(l+1)
     real *lns_scratch;         // (4 S) the scaled gain and bias of the norm being run (Norm.lns_scratch)
-    int skip_block;            // the forward passes block skip_block's input through unchanged (-1: none);
-                               // for the layer-removal probe: forward only, no backward
     // activations and backward scratch
     real *act_memory;
     size_t n_acts;             // reals in act_memory
@@ -177,6 +175,11 @@ void gpt_init(GPT *m, uint64_t seed);
 // Forward over inputs (B,T). With targets: returns the mean cross-entropy and leaves softmax
 // probabilities in m->fwd.logits; without: leaves raw logits (B*T, V) and returns 0.
 double gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T);
+// The layer-removal probe's forward: gpt_forward of the batch the last gpt_forward saw, with block l's
+// input passed through unchanged (the model without block l). It reuses the stored outputs of blocks
+// 0..l-1, so it is valid after gpt_forward of the batch followed only by skips of deeper blocks: the
+// probe's L skips, deepest first, run L(L-1)/2 blocks instead of L^2. Forward only, no backward.
+double gpt_forward_skipping(GPT *m, int l, const int *targets, int B, int T);
 // The forward of inputs (B,T) into f (raw logits in f->logits): embedding, every block, final norm
 // and head, attention as `attn` says (ATTN_CACHED: T = 1). gpt_forward is this on m->fwd with full
 // attention; a Decoder is this on its own one-position set against its cache.

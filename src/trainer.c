@@ -184,19 +184,41 @@ void validation_close(Validation *v) {
     free(v->batch_losses);
 }
 
-// The ranks take turns over the validation batches; each batch's loss has exactly one contributor
-// to the sum over ranks, and the mean is summed in batch order: the same number for any world size.
-double validation_loss(Validation *v, GPT *m, const Config *cfg) {
-    int B = (int)cfg->batch_size, T = (int)cfg->seq_len;
-    size_t count = (size_t)cfg->eval_batches * B;
+// The ranks take turns over the validation batches; each batch's losses have exactly one contributor
+// to the sum over ranks, and the means are summed in batch order: the same numbers for any world size.
+// means[0]: the whole model; with `skips`, means[1 + l]: the model without block l (the probe).
+static void validation_means(Validation *v, GPT *m, const Config *cfg, int skips, double *means) {
+    int B = (int)cfg->batch_size, T = (int)cfg->seq_len, cols = skips ? 1 + m->L : 1;
+    size_t count = (size_t)cfg->eval_batches * B, n = (size_t)cfg->eval_batches * cols;
+    memset(v->batch_losses, 0, n * sizeof(double));
     for (long i = 0; i < cfg->eval_batches; i++) {
-        v->batch_losses[i] = 0;
         if (i % dist_world() != dist_rank()) continue;
+        double *row = v->batch_losses + (size_t)i * cols;
         dataset_fixed_batch(&v->data, (size_t)i * B, count, B, v->inputs, v->targets);
-        v->batch_losses[i] = gpt_forward(m, v->inputs, v->targets, B, T);
+        row[0] = gpt_forward(m, v->inputs, v->targets, B, T);
+        for (int l = cols - 2; l >= 0; l--) row[1 + l] = gpt_forward_skipping(m, l, v->targets, B, T);
     }
-    dist_sum_double(v->batch_losses, (size_t)cfg->eval_batches);
-    double sum = 0;
-    for (long i = 0; i < cfg->eval_batches; i++) sum += v->batch_losses[i];
-    return sum / cfg->eval_batches;
+    dist_sum_double(v->batch_losses, n);
+    for (int c = 0; c < cols; c++) {
+        double sum = 0;
+        for (long i = 0; i < cfg->eval_batches; i++) sum += v->batch_losses[(size_t)i * cols + c];
+        means[c] = sum / cfg->eval_batches;
+    }
+}
+
+double validation_loss(Validation *v, GPT *m, const Config *cfg) {
+    double mean;
+    validation_means(v, m, cfg, 0, &mean);
+    return mean;
+}
+
+double validation_probe(Validation *v, GPT *m, const Config *cfg, double *skipped) {
+    free(v->batch_losses);
+    v->batch_losses = xcalloc((size_t)cfg->eval_batches * (1 + m->L), sizeof(double));
+    double *means = xcalloc(1 + (size_t)m->L, sizeof(double));
+    validation_means(v, m, cfg, 1, means);
+    memcpy(skipped, means + 1, (size_t)m->L * sizeof(double));
+    double full = means[0];
+    free(means);
+    return full;
 }

@@ -77,7 +77,7 @@ void share_run(GPT *m, AdamW *opt, RunState *st);
 typedef struct {
     Dataset data;
     int *inputs, *targets;  // (batch_size, seq_len)
-    double *batch_losses;   // (eval.batches)
+    double *batch_losses;   // (eval.batches), or (eval.batches, 1 + blocks) after validation_probe
 } Validation;
 
 // When data.val holds fewer than eval.batches * train.batch_size windows, lowers eval.batches to
@@ -86,5 +86,8 @@ void validation_open(Validation *v, Config *cfg);
 void validation_close(Validation *v);
 // Mean loss over the eval.batches fixed batches; the same number for any number of ranks.
 double validation_loss(Validation *v, GPT *m, const Config *cfg);
+// The layer-removal probe on the same batches: returns the mean loss of the whole model (validation_loss's
+// number) and writes skipped[l], the mean loss of the model without block l, for every block.
+double validation_probe(Validation *v, GPT *m, const Config *cfg, double *skipped);
 
 #endif
