@@ -194,7 +194,9 @@ def plot_loss_vs_depth(st, unigram, out, written):
     sty = styles(st.methods)
     fig, ax = plt.subplots(figsize=(7, 4.8))
     shown, done = [], 0
-    for m in st.methods:
+    for i, m in enumerate(st.methods):
+        # each method a little to the side of the depth it belongs to, so that error bars do not overlap
+        dodge = 2 ** (0.025 * (i - (len(st.methods) - 1) / 2))
         xs, ys, es, ns = [], [], [], []
         for depth in PLANNED_DEPTHS:
             lr = st.chosen(m, depth)
@@ -205,7 +207,7 @@ def plot_loss_vs_depth(st, unigram, out, written):
             mean, spread = mean_spread([st.final(m, lr, depth, s) for s in seeds])
             if mean is None or not math.isfinite(mean):
                 continue
-            xs.append(depth)
+            xs.append(depth * dodge)
             ys.append(mean)
             es.append(spread or 0.0)
             ns.append(len(seeds))
