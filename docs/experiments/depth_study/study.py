@@ -58,7 +58,7 @@ METHODS = [
 # warmup). name -> (base method, overrides).
 ARMS = {
     "dyt_alpha0.5": ("dyt", {"model.dyt_alpha_attn": 0.5, "model.dyt_alpha_ffn": 0.5}),
-    "derf_alpha0.5": ("derf", {"model.derf_alpha": 0.5}),
+    "derf_alpha0.5": ("derf", {"model.derf_alpha_attn": 0.5, "model.derf_alpha_other": 0.5}),
     "post_ln_warmup25": ("post_ln", {"train.warmup_steps": 88}),
 }
 # Companions: a close variant of a method, run only at that method's chosen lr (seeds SEEDS, at SWEEP_DEPTHS),
