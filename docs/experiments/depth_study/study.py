@@ -14,9 +14,11 @@ The plan, each step a scripts/compare spec written to docs/experiments/depth_stu
       also at 6e-3; a method whose best lr sits at the edge of what it tried gets the next rung of
       LADDER (repeated until its best is inside, or the ladder ends);
   B   seeds 1 and 2 at each method's best lr at 6 and at 24 layers (best chosen per depth from seed 1337),
-      and the COMPANIONS' three seeds at their method's best lr; then the ARMS (a method with one setting changed) get A's sweep, at 6 and 24 layers;
+      and the COMPANIONS' three seeds at their method's best lr; then the ARMS (a method with one setting
+      changed) get A's sweep at 6 layers;
   C   12 layers: seed 1337 at the 6- and the 24-layer best lrs (one run when they agree), then seeds 1
-      and 2 at the better of the two; 48 layers: 3 seeds at the 24-layer best lr.
+      and 2 at the better of the two; then the ARMS' sweep at 24 layers; 48 layers: 3 seeds at the
+      24-layer best lr.
 A run that stopped on a non-finite loss (the trainer exits 1, keeping its last good checkpoint) counts
 as finished ("diverged") and is not run again.
 
@@ -321,11 +323,14 @@ def plan(runs):
         if companions:
             steps.append(("B_companions_n%d" % depth, depth, companions, SEEDS))
     arms = [m for m, _ in available_methods(arms=True)]
-    for depth in SWEEP_DEPTHS:
-        steps.append(("A_arms_n%d" % depth, depth, [(m, lr) for m in arms for lr in sweep_lrs(m)], [SWEEP_SEED]))
+
+    def arm_steps(depth):
         edges = [(m, lr) for m in arms for lr in best_lr(runs, m, depth)[1]]
-        if edges:
-            steps.append(("A_arms_edges_n%d" % depth, depth, edges, [SWEEP_SEED]))
+        return [("A_arms_n%d" % depth, depth, [(m, lr) for m in arms for lr in sweep_lrs(m)], [SWEEP_SEED])] + \
+            ([("A_arms_edges_n%d" % depth, depth, edges, [SWEEP_SEED])] if edges else [])
+    # the shallow arms, then 12 layers with its seeds, then the deep arms: the depth comparison needs the
+    # 12-layer seeds more than the deep arms need to run first
+    steps += arm_steps(SWEEP_DEPTHS[0])
     middle, middle_seeds, deep = [], [], []
     for m in methods:
         candidates = middle_candidates(runs, m)
@@ -343,6 +348,7 @@ def plan(runs):
         steps.append(("C_lr_n%d" % MIDDLE_DEPTH, MIDDLE_DEPTH, middle, [SWEEP_SEED]))
     if middle_seeds:
         steps.append(("C_seeds_n%d" % MIDDLE_DEPTH, MIDDLE_DEPTH, middle_seeds, SEEDS))
+    steps += arm_steps(SWEEP_DEPTHS[1])
     if deep:
         steps.append(("C_seeds_n%d" % DEEP_DEPTH, DEEP_DEPTH, deep, SEEDS))
     return steps, undecided
