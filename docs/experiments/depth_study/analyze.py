@@ -178,7 +178,9 @@ def plot_lr_sweep(st, unigram, out, written):
             ax.text(0.5, 0.5, "not yet run", transform=ax.transAxes, ha="center", color="grey")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: "%g" % x))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("peak learning rate (cosine to lr/10, 35 warmup steps)")
+        ax.set_xlabel("peak learning rate (cosine to lr/10, %d warmup steps%s)" % (
+            study.RECIPE["train.warmup_steps"], "".join("; %s: %d" % (m, o["train.warmup_steps"])
+                                                       for m, (_, o) in study.ARMS.items() if "train.warmup_steps" in o)))
         ax.set_title("%d layers" % depth)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("final val loss (mean ± std over seeds)")
@@ -190,6 +192,20 @@ def plot_lr_sweep(st, unigram, out, written):
     runplots._save(fig, out, "lr_sweep.png", written)
 
 
+def depth_axis(ax, depths):
+    """A log2 axis of the depths that were run."""
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(depths)
+    ax.set_xlim(depths[0] / 1.3, depths[-1] * 1.3)
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("layers")
+
+
+def not_run_note(st):
+    missing = [d for d in PLANNED_DEPTHS if d not in st.depths()]
+    return "; not run: %s layers" % ", ".join(map(str, missing)) if missing else ""
+
+
 def plot_loss_vs_depth(st, unigram, out, written):
     sty = styles(st.methods)
     fig, ax = plt.subplots(figsize=(7, 4.8))
@@ -198,7 +214,7 @@ def plot_loss_vs_depth(st, unigram, out, written):
         # each method a little to the side of the depth it belongs to, so that error bars do not overlap
         dodge = 2 ** (0.025 * (i - (len(st.methods) - 1) / 2))
         xs, ys, es, ns = [], [], [], []
-        for depth in PLANNED_DEPTHS:
+        for depth in st.depths():
             lr = st.chosen(m, depth)
             if lr is None:
                 continue
@@ -219,17 +235,13 @@ def plot_loss_vs_depth(st, unigram, out, written):
     if not shown:
         plt.close(fig)
         return
-    planned = len(study.available_methods()) * len(PLANNED_DEPTHS) * len(study.SEEDS)
+    planned = len(study.available_methods()) * len(st.depths()) * len(study.SEEDS)
     ax.axhline(unigram, color="grey", ls="--", lw=0.8)
     ax.text(0.01, unigram, "unigram level", va="bottom", fontsize=7, color="grey", transform=ax.get_yaxis_transform())
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(PLANNED_DEPTHS)
-    ax.set_xlim(PLANNED_DEPTHS[0] / 1.3, PLANNED_DEPTHS[-1] * 1.3)
-    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.set_xlabel("layers")
+    depth_axis(ax, st.depths())
     ax.set_ylabel("final val loss at the method's chosen lr\n(mean ± std over the seeds that finished)")
     ax.grid(alpha=0.3)
-    ax.set_title("Loss against depth" + partial_note(done, planned), fontsize=10)
+    ax.set_title("Loss against depth" + partial_note(done, planned) + not_run_note(st), fontsize=10)
     runplots._legend_outside(fig, [ax])
     runplots._save(fig, out, "loss_vs_depth.png", written)
 
@@ -268,16 +280,13 @@ def plot_depth_summary(st, out, written):
                 s = sty[m]
                 ax.errorbar(xs, ys, yerr=es, color=s["color"], ls=s["ls"], marker=s["marker"], ms=4, capsize=2,
                             label=m)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(PLANNED_DEPTHS)
-        ax.set_xlim(PLANNED_DEPTHS[0] / 1.3, PLANNED_DEPTHS[-1] * 1.3)
-        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        depth_axis(ax, st.depths())
         if log:
             ax.set_yscale("log")
-        ax.set_xlabel("layers")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
-    fig.suptitle("Diagnostics against depth at each method's chosen lr (mean ± std over seeds)", fontsize=10)
+    fig.suptitle("Diagnostics against depth at each method's chosen lr (mean ± std over seeds)" + not_run_note(st),
+                 fontsize=10)
     runplots._legend_outside(fig, axes)
     runplots._save(fig, out, "depth_summary.png", written)
 
@@ -338,7 +347,7 @@ def tables(st, unigram):
         lines.append("")
     # 2. loss against depth
     depths = st.depths()
-    lines += ["## Loss against depth at each method's chosen lr (mean ± std over seeds, n seeds)", "",
+    lines += ["## Loss against depth at each method's chosen lr (mean ± std over seeds, then each seed's)", "",
               "Chosen lr: the sweep's best at 6 and 24 layers; at 12 the better of those two (seed 1337); at 48 "
               "the 24-layer best.", "",
               "| method | " + " | ".join("%d layers" % d for d in depths) + " |", "|---|" + "---|" * len(depths)]
@@ -350,11 +359,14 @@ def tables(st, unigram):
                 cells.append("undecided")
                 continue
             seeds = st.seeds_at(m, lr, d)
-            mean, spread = mean_spread([st.final(m, lr, d, s) for s in seeds])
+            finals = [st.final(m, lr, d, s) for s in seeds]
+            mean, spread = mean_spread(finals)
             if mean is None:
                 cells.append("lr %g: not run" % lr)
             else:
-                cells.append("%.3f%s (n=%d, lr %g)" % (mean, " ± %.3f" % spread if spread is not None else "", len(seeds), lr))
+                cells.append("%.3f%s (lr %g; seeds %s: %s)" % (
+                    mean, " ± %.3f" % spread if spread is not None else "", lr, " ".join(map(str, seeds)),
+                    " ".join("%.3f" % v for v in finals)))
         lines.append("| %s | %s |" % (m, " | ".join(cells)))
     lines.append("")
     # companions against their method, at the method's chosen lr

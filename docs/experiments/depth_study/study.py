@@ -15,9 +15,9 @@ The plan, each step a scripts/compare spec written to docs/experiments/depth_stu
       LADDER (repeated until its best is inside, or the ladder ends);
   B   seeds 1 and 2 at each method's best lr at 6 and at 24 layers (best chosen per depth from seed 1337),
       and the COMPANIONS' three seeds at their method's best lr; then the ARMS (a method with one setting
-      changed) get A's sweep at 6 layers;
+      changed) get A's sweep at 6 layers, and seeds 1 and 2 at their best lr where it trains;
   C   12 layers: seed 1337 at the 6- and the 24-layer best lrs (one run when they agree), then seeds 1
-      and 2 at the better of the two; then the ARMS' sweep at 24 layers; 48 layers: 3 seeds at the
+      and 2 at the better of the two; then the ARMS' sweep (and seeds) at 24 layers; 48 layers: 3 seeds at the
       24-layer best lr.
 A run that stopped on a non-finite loss (the trainer exits 1, keeping its last good checkpoint) counts
 as finished ("diverged") and is not run again.
@@ -326,8 +326,12 @@ def plan(runs):
 
     def arm_steps(depth):
         edges = [(m, lr) for m in arms for lr in best_lr(runs, m, depth)[1]]
+        # seeds only where the arm trains at its best lr: a stall at every lr needs no spread
+        trains = [(m, b) for m in arms for b in [best_lr(runs, m, depth)[0]]
+                  if b is not None and runs.final_val(m, b, depth, SWEEP_SEED) < STALLED]
         return [("A_arms_n%d" % depth, depth, [(m, lr) for m in arms for lr in sweep_lrs(m)], [SWEEP_SEED])] + \
-            ([("A_arms_edges_n%d" % depth, depth, edges, [SWEEP_SEED])] if edges else [])
+            ([("A_arms_edges_n%d" % depth, depth, edges, [SWEEP_SEED])] if edges else []) + \
+            ([("A_arms_seeds_n%d" % depth, depth, trains, SEEDS)] if trains else [])
     # the shallow arms, then 12 layers with its seeds, then the deep arms: the depth comparison needs the
     # 12-layer seeds more than the deep arms need to run first
     steps += arm_steps(SWEEP_DEPTHS[0])
