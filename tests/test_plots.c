@@ -7,24 +7,24 @@
 
 static void test_compare_from_logs(void) {
     static char out[1 << 14];
-    // the depth study's spec with two of its variants, figures into PLOTS_DIR
+    // two of the depth study's variants at two depths, figures into PLOTS_DIR
     FILE *f = fopen(PLOTS_DIR ".json", "w");
-    fputs("{\"out\": \"runs/depth_study\", \"figures\": \"" PLOTS_DIR "\", \"grid\": {\"model.n_layer\": [6, 12]},\n"
-          " \"overrides\": {\"train.steps\": 140},\n"
-          " \"variants\": {\"pre_ln\": \"configs/pre_ln.json\", \"post_ln\": \"configs/post_ln.json\"}}\n", f);
+    fputs("{\"out\": \"runs/depth_study2\", \"figures\": \"" PLOTS_DIR "\", \"grid\": {\"model.n_layer\": [6, 24]},\n"
+          " \"variants\": {\"pre_ln/lr=0.003\": {\"config\": \"configs/pre_ln.json\", \"overrides\": {\"train.lr\": 0.003}},\n"
+          "              \"post_ln/lr=0.003\": {\"config\": \"configs/post_ln.json\", \"overrides\": {\"train.lr\": 0.003}}}}\n", f);
     fclose(f);
     int rc = run_command("rm -rf " PLOTS_DIR " && /usr/bin/python3 scripts/compare " PLOTS_DIR ".json --plot-only "
                          "--runs docs/experiments/depth_study/logs", out, sizeof out);
     CHECK(rc == 0, "compare --runs (rc %d): %s", rc, out);
-    static const char *figures[] = {"loss.png", "val_loss_vs_n_layer.png", "grad_norm_n_layer=6.png", "rms_n_layer=12.png",
-                                    "angle_n_layer=6.png", "layer_removal_n_layer=12.png"};
+    static const char *figures[] = {"loss.png", "val_loss_vs_n_layer.png", "grad_norm_n_layer=6.png", "rms_n_layer=24.png",
+                                    "angle_n_layer=6.png", "layer_removal_n_layer=24.png"};
     char cmd[256];
     for (size_t i = 0; i < sizeof figures / sizeof figures[0]; i++) {
         snprintf(cmd, sizeof cmd, "test -s " PLOTS_DIR "/%s", figures[i]);
         CHECK(run_command(cmd, out, sizeof out) == 0, "no %s", figures[i]);
     }
     rc = run_command("cat " PLOTS_DIR "/summary.md", out, sizeof out);
-    CHECK(rc == 0 && strstr(out, "| pre_ln | n_layer=12 |") && strstr(out, "| post_ln | n_layer=6 |"),
+    CHECK(rc == 0 && strstr(out, "| pre_ln/lr=0.003 | n_layer=24 |") && strstr(out, "| post_ln/lr=0.003 | n_layer=6 |"),
           "summary.md: %s", out);
     rc = run_command("/usr/bin/python3 scripts/compare " PLOTS_DIR ".json --runs docs/experiments/depth_study/logs",
                      out, sizeof out);
