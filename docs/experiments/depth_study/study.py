@@ -325,10 +325,11 @@ def plan(runs):
     arms = [m for m, _ in available_methods(arms=True)]
 
     def arm_steps(depth):
-        edges = [(m, lr) for m in arms for lr in best_lr(runs, m, depth)[1]]
+        bests = {m: best_lr(runs, m, depth) for m in arms}
+        edges = [(m, lr) for m in arms for lr in bests[m][1]]
         # seeds only where the arm trains at its best lr: a stall at every lr needs no spread
-        trains = [(m, b) for m in arms for b in [best_lr(runs, m, depth)[0]]
-                  if b is not None and runs.final_val(m, b, depth, SWEEP_SEED) < STALLED]
+        trains = [(m, bests[m][0]) for m in arms
+                  if bests[m][0] is not None and runs.final_val(m, bests[m][0], depth, SWEEP_SEED) < STALLED]
         return [("A_arms_n%d" % depth, depth, [(m, lr) for m in arms for lr in sweep_lrs(m)], [SWEEP_SEED])] + \
             ([("A_arms_edges_n%d" % depth, depth, edges, [SWEEP_SEED])] if edges else []) + \
             ([("A_arms_seeds_n%d" % depth, depth, trains, SEEDS)] if trains else [])
